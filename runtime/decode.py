@@ -1,0 +1,333 @@
+"""Host-side decode of YOLOv8 detect/segment head outputs into per-image NMS candidates.
+
+Two input forms, one image per call:
+
+* :func:`decode_truncated` -- the runtime's own ONNX models whose head stops at the raw convolutions:
+  per level a box map ``(4 * reg_max, H, W)`` of DFL logits (channels ``[side][bin]``, sides l, t, r, b)
+  and a class map ``(nc, H, W)`` of logits (before the sigmoid).
+* :func:`decode_standard` -- a stock Ultralytics export, ``(4 + nc + extra, N)`` with decoded
+  ``cx, cy, w, h`` and sigmoid scores.
+
+Both reproduce the candidate stage of Ultralytics' ``non_max_suppression`` (everything before the
+NMS itself):
+
+* score = sigmoid(logit) as a float32 (the float64 sigmoid rounded once to float32); a candidate needs
+  ``score > float32(conf_thr)`` (strict; torch and numpy compare a float32 tensor with a Python float
+  in float32 too);
+* single label: the best class is the argmax of the float32 scores over *all* classes (first max on
+  ties), the anchor is a candidate iff that score > conf, and the ``classes`` filter is applied
+  afterwards (a box whose best class is not allowed is dropped, not re-labelled);
+* multi label: every (anchor, class) pair with score > conf, then the ``classes`` filter;
+* if more than ``max_candidates`` remain, only the ``max_candidates`` highest scores are kept (ties at
+  the cut go to the earlier candidate in anchor order; Ultralytics' unstable argsort leaves that open).
+
+Returned candidates are always in **anchor order** (ascending global anchor id, then ascending class id
+for multi-label), also when the cap triggered; NMS sorts by score itself.
+
+Boxes of the truncated form: anchor = cell centre ``(x + 0.5, y + 0.5)`` in grid units, distances
+from DFL (softmax over the bins, expectation ``sum(p_i * i)``), ``x1 = (ax - l) * s``,
+``y1 = (ay - t) * s``, ``x2 = (ax + r) * s``, ``y2 = (ay + b) * s`` in letterbox pixels (computed in
+float64 and rounded once to float32; Ultralytics goes through centre/size in float32, which differs by
+~1e-5 px). Global anchor id = level offset + ``y * W + x``, levels concatenated in the order given.
+
+Speed: the class maps are scanned once in logit space (row-streaming running max per anchor) against
+``logit(conf)`` lowered by a tiny margin, so only prefiltered anchors pay for a sigmoid (then the exact
+float32 test), and only kept candidates pay for the DFL softmax (after the cap, once per anchor). One
+Numba call per image does the whole decode, cap included (an O(n) radix select, no sort). The kernels
+live in :mod:`runtime._decode_kernels` and are imported lazily (importing this module does not import
+numba); they release the GIL. Their machine code is cached on disk in ``runtime/__pycache__``
+(``_decode_kernels.<kernel>-<line>.py3XX.nbi`` index + ``.nbc`` code), or under ``NUMBA_CACHE_DIR`` when
+set, or numba's per-user cache directory when ``__pycache__`` is not writable; only the first process
+(per machine and per edit of the kernel file) compiles, which takes a few seconds.
+
+NaN logits/scores are not supported (a NaN never becomes a candidate, but it may hide the anchor's
+other classes when it sits in class 0).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["Candidates", "decode_truncated", "decode_standard", "gather_anchor_rows"]
+
+MAX_CANDIDATES = 30000  # Ultralytics' max_nms
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Per-image candidates before NMS, in anchor order (then class order for multi-label).
+
+    boxes_xyxy: (n, 4) float32 letterbox pixels; scores: (n,) float32; class_ids: (n,) int32;
+    anchor_ids: (n,) int64 global anchor index (to gather mask coefficients / keypoints).
+    """
+
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    anchor_ids: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Candidates":
+        return cls(
+            np.empty((0, 4), np.float32),
+            np.empty(0, np.float32),
+            np.empty(0, np.int32),
+            np.empty(0, np.int64),
+        )
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _conf32(conf_thr) -> np.float32:
+    if isinstance(conf_thr, (bool, np.bool_)) or not isinstance(conf_thr, numbers.Real):
+        raise InputError(f"conf_thr must be a real number in [0, 1], got {conf_thr!r}")
+    c = float(conf_thr)
+    if not (0.0 <= c <= 1.0):
+        raise InputError(f"conf_thr must be in [0, 1], got {c}")
+    return np.float32(c)
+
+
+def _max_candidates(max_candidates) -> int:
+    if isinstance(max_candidates, (bool, np.bool_)) or not isinstance(max_candidates, numbers.Integral):
+        raise InputError(f"max_candidates must be a positive integer, got {max_candidates!r}")
+    if int(max_candidates) < 1:
+        raise InputError(f"max_candidates must be >= 1, got {int(max_candidates)}")
+    return int(max_candidates)
+
+
+def _allowed_mask(classes, nc: int) -> np.ndarray:
+    """(nc,) bool mask of allowed class ids. Ids outside [0, nc) are accepted and simply match
+    nothing (as in Ultralytics); an empty sequence allows nothing."""
+    if classes is None:
+        return np.ones(nc, np.bool_)
+    if isinstance(classes, (numbers.Integral, np.integer)) and not isinstance(classes, (bool, np.bool_)):
+        classes = [classes]
+    allowed = np.zeros(nc, np.bool_)
+    try:
+        items = list(np.asarray(classes).reshape(-1)) if isinstance(classes, np.ndarray) else list(classes)
+    except TypeError:
+        raise InputError(f"classes must be None or a sequence of integer class ids, got {classes!r}") from None
+    for c in items:
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (numbers.Integral, np.integer)):
+            raise InputError(f"classes must contain integer class ids, got {c!r} in {classes!r}")
+        c = int(c)
+        if 0 <= c < nc:
+            allowed[c] = True
+    return allowed
+
+
+def _as_f32(a, what: str, ndim: int) -> np.ndarray:
+    """Float array of rank ndim (a leading batch axis of size 1 is dropped) as C-contiguous float32."""
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"{what}: expected an array, got {type(a).__name__}") from e
+    if a.ndim == ndim + 1 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != ndim:
+        raise InputError(f"{what}: expected a {ndim}-D array, got shape {tuple(a.shape)}")
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)) or a.dtype == np.bool_:
+        raise InputError(f"{what}: expected a float array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+def _wrap(out) -> Candidates:
+    boxes, scores, class_ids, anchor_ids = out
+    return Candidates(boxes, scores, class_ids, anchor_ids)
+
+
+# ------------------------------------------------------------------------------------------------ API
+
+
+def decode_truncated(
+    box_levels: Sequence[np.ndarray],
+    cls_levels: Sequence[np.ndarray],
+    strides: Sequence[float],
+    conf_thr: float,
+    *,
+    multi_label: bool = False,
+    classes: Sequence[int] | None = None,
+    max_candidates: int = MAX_CANDIDATES,
+) -> Candidates:
+    """Decode one image of a truncated head into candidates (see the module docstring for the rules).
+
+    box_levels[i]: (4 * reg_max, H_i, W_i) DFL logits; cls_levels[i]: (nc, H_i, W_i) class logits;
+    strides[i]: stride of level i in letterbox pixels. A leading batch axis of size 1 is accepted.
+    reg_max is inferred as channels / 4. Raises InputError on inconsistent shapes or bad arguments.
+    Returns candidates in anchor order.
+    """
+    conf = _conf32(conf_thr)
+    cap = _max_candidates(max_candidates)
+    try:
+        box_levels = list(box_levels)
+        cls_levels = list(cls_levels)
+        strides = list(np.asarray(strides, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"box_levels, cls_levels and strides must be sequences: {e}") from None
+    nl = len(box_levels)
+    if nl == 0:
+        raise InputError("expected at least one level, got 0 box levels")
+    if len(cls_levels) != nl or len(strides) != nl:
+        raise InputError(
+            f"mismatched levels: expected {nl} class levels and {nl} strides (one per box level), "
+            f"got {len(cls_levels)} class levels and {len(strides)} strides"
+        )
+
+    boxes2d, cls2d, widths = [], [], []
+    reg_max = nc = None
+    for i in range(nl):
+        b = _as_f32(box_levels[i], f"box level {i}", 3)
+        c = _as_f32(cls_levels[i], f"class level {i}", 3)
+        if b.shape[1:] != c.shape[1:]:
+            raise InputError(
+                f"level {i}: box and class maps must share (H, W): expected {tuple(b.shape[1:])} "
+                f"(box), got {tuple(c.shape[1:])} (class)"
+            )
+        if b.shape[0] == 0 or b.shape[0] % 4:
+            raise InputError(
+                f"level {i}: box channels must be a positive multiple of 4 (4 * reg_max), got {b.shape[0]}"
+            )
+        if c.shape[0] == 0:
+            raise InputError(f"level {i}: expected at least one class channel, got 0")
+        if reg_max is None:
+            reg_max, nc = b.shape[0] // 4, c.shape[0]
+        elif b.shape[0] != 4 * reg_max:
+            raise InputError(f"level {i}: expected {4 * reg_max} box channels like level 0, got {b.shape[0]}")
+        elif c.shape[0] != nc:
+            raise InputError(f"level {i}: expected {nc} class channels like level 0, got {c.shape[0]}")
+        s = float(strides[i])
+        if not (math.isfinite(s) and s > 0):
+            raise InputError(f"level {i}: stride must be a positive finite number, got {strides[i]!r}")
+        h, w = b.shape[1], b.shape[2]
+        boxes2d.append(b.reshape(4 * reg_max, h * w))
+        cls2d.append(c.reshape(nc, h * w))
+        widths.append(w)
+        strides[i] = s
+
+    total = sum(c.shape[1] for c in cls2d)
+    if total >= 2**31:
+        raise InputError(f"expected fewer than 2**31 anchors in all, got {total}")
+    allowed = _allowed_mask(classes, nc)
+    if not allowed.any() or total == 0:
+        return Candidates.empty()
+
+    from . import _decode_kernels as k  # lazy: numba is imported on first decode only
+
+    c64 = float(conf)
+    t = -math.inf if c64 <= 0.0 else (math.inf if c64 >= 1.0 else math.log(c64 / (1.0 - c64)))
+    if math.isfinite(t):
+        t -= 1e-6 * (1.0 + abs(t))  # prefilter margin; the exact float32 test follows in the kernel
+    out = k.decode_truncated_image(
+        tuple(boxes2d),
+        tuple(cls2d),
+        np.asarray(widths, np.int64),
+        np.asarray(strides, np.float64),
+        t,
+        conf,
+        allowed,
+        bool(multi_label),
+        cap,
+    )
+    return _wrap(out)
+
+
+def decode_standard(
+    pred: np.ndarray,
+    nc: int,
+    conf_thr: float,
+    *,
+    multi_label: bool = False,
+    classes: Sequence[int] | None = None,
+    max_candidates: int = MAX_CANDIDATES,
+) -> Candidates:
+    """Decode one image of a standard Ultralytics export: pred (4 + nc + extra, N), rows 0..3 decoded
+    cx, cy, w, h (letterbox px), rows 4..4+nc sigmoid scores; a leading batch axis of size 1 is
+    accepted. Boxes become xyxy as Ultralytics' xywh2xyxy does (float32 ``xy -/+ wh / 2``);
+    anchor_ids are column indices. Returns candidates in anchor order."""
+    conf = _conf32(conf_thr)
+    cap = _max_candidates(max_candidates)
+    if isinstance(nc, (bool, np.bool_)) or not isinstance(nc, (numbers.Integral, np.integer)) or int(nc) < 1:
+        raise InputError(f"nc must be a positive integer, got {nc!r}")
+    nc = int(nc)
+    p = _as_f32(pred, "pred", 2)
+    if p.shape[0] < 4 + nc:
+        raise InputError(f"pred: expected at least 4 + nc = {4 + nc} rows, got shape {tuple(p.shape)}")
+    allowed = _allowed_mask(classes, nc)
+    if p.shape[1] >= 2**31:
+        raise InputError(f"pred: expected fewer than 2**31 columns, got {p.shape[1]}")
+    if not allowed.any() or p.shape[1] == 0:
+        return Candidates.empty()
+
+    from . import _decode_kernels as k
+
+    return _wrap(k.decode_standard_image(p, nc, conf, allowed, bool(multi_label), cap))
+
+
+def gather_anchor_rows(levels, anchor_ids: np.ndarray) -> np.ndarray:
+    """Rows of per-anchor data for the given global anchor ids, as (n, C) float32.
+
+    ``levels``: a sequence of per-level maps (C, H_i, W_i) (e.g. mask coefficients of a truncated
+    head; anchor ids as in :func:`decode_truncated`; a leading batch axis of size 1 is accepted), or
+    a single (C, N) ndarray (the extra rows of a standard export, anchor id = column).
+    """
+    ids = np.asarray(anchor_ids)
+    if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+        raise InputError(f"anchor_ids: expected a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+    ids = ids.astype(np.int64, copy=False)
+
+    if isinstance(levels, np.ndarray):
+        if levels.ndim != 2:
+            raise InputError(
+                f"levels: a single array must be (C, N), got shape {tuple(levels.shape)}; "
+                "pass per-level (C, H, W) maps as a list"
+            )
+        mats = [_as_f32(levels, "levels", 2)]
+    else:
+        try:
+            levels = list(levels)
+        except TypeError:
+            what = type(levels).__name__
+            raise InputError(f"levels: expected an array or a sequence of arrays, got {what}") from None
+        if not levels:
+            raise InputError("levels: expected at least one level, got 0")
+        mats = []
+        for i, lv in enumerate(levels):
+            m = _as_f32(lv, f"level {i}", 3)
+            mats.append(m.reshape(m.shape[0], -1))
+        ch = mats[0].shape[0]
+        for i, m in enumerate(mats):
+            if m.shape[0] != ch:
+                raise InputError(f"level {i}: expected {ch} channels like level 0, got {m.shape[0]}")
+
+    ch = mats[0].shape[0]
+    total = sum(m.shape[1] for m in mats)
+    if ids.size and (ids.min() < 0 or ids.max() >= total):
+        raise InputError(
+            f"anchor_ids: expected ids in [0, {total}), got min {int(ids.min())} max {int(ids.max())}"
+        )
+    if len(mats) == 1:
+        return np.ascontiguousarray(mats[0][:, ids].T)
+    out = np.empty((ids.size, ch), np.float32)
+    off = 0
+    for m in mats:
+        n = m.shape[1]
+        sel = (ids >= off) & (ids < off + n)
+        if sel.any():
+            out[sel] = m[:, ids[sel] - off].T
+        off += n
+    return out

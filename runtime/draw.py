@@ -1,0 +1,50 @@
+"""Annotated copies of images: boxes, labels with scores, translucent masks."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .result import Result
+
+_PALETTE_HEX = ("FF3838", "FF9D97", "FF701F", "FFB21D", "CFD231", "48F90A", "92CC17", "3DDB86", "1A9334", "00D4BB",
+                "2C99A8", "00C2FF", "344593", "6473FF", "0018EC", "8438FF", "520085", "CB38FF", "FF95C8", "FF37C7")
+PALETTE_BGR = tuple(tuple(int(h[i:i + 2], 16) for i in (4, 2, 0)) for h in _PALETTE_HEX)
+
+
+def class_color(class_id: int) -> tuple[int, int, int]:
+    """A stable BGR colour per class id."""
+    return PALETTE_BGR[class_id % len(PALETTE_BGR)]
+
+
+def annotate(image_bgr: np.ndarray, result: Result, mask_alpha: float = 0.5) -> np.ndarray:
+    """Return a copy of ``image_bgr`` (h, w, 3) uint8 with the detections of ``result`` drawn on it.
+
+    Masks are drawn only when they are at original resolution (``mask_form == "native"``).
+    """
+    canvas = image_bgr.copy()
+    h, w = canvas.shape[:2]
+    thickness = max(round((h + w) / 2 * 0.003), 2)
+    font_scale = thickness / 3
+    if result.masks is not None and result.mask_form == "native" and len(result):
+        overlay = canvas.copy()
+        for mask, cls in zip(result.masks, result.class_ids):
+            overlay[mask] = class_color(int(cls))
+        cv2.addWeighted(overlay, mask_alpha, canvas, 1 - mask_alpha, 0, dst=canvas)
+    for box, score, cls in zip(result.xyxy, result.scores, result.class_ids):
+        color = class_color(int(cls))
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        label = f"{result.names[cls]} {score:.2f}"
+        (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(thickness - 1, 1))
+        top = y1 - th - baseline - 3 if y1 - th - baseline - 3 >= 0 else y1
+        cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + baseline + 3), color, -1, cv2.LINE_AA)
+        cv2.putText(canvas, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
+                    max(thickness - 1, 1), cv2.LINE_AA)
+    if result.keypoints is not None:
+        for person in result.keypoints:
+            for point in person:
+                if point.shape[0] == 3 and point[2] < 0.5:
+                    continue
+                cv2.circle(canvas, (int(point[0]), int(point[1])), thickness + 1, (0, 255, 255), -1, cv2.LINE_AA)
+    return canvas

@@ -1,0 +1,120 @@
+"""From one image's raw network outputs to a Result: decode, NMS, masks, back to image pixels."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .decode import Candidates, decode_standard, decode_truncated, gather_anchor_rows
+from .letterbox import Letterbox
+from .masks import assemble_masks, encode_masks_rle, letterbox_mask_geometry, native_mask_geometry
+from .nms import nms
+from .result import Result
+from .spec import STANDARD_LAYOUT, ModelSpec
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    """Thresholds and output forms; validated by the Predictor."""
+
+    conf: float
+    iou: float
+    max_det: int
+    classes: tuple[int, ...] | None
+    agnostic: bool
+    multi_label: bool
+    retina_masks: bool
+    rle_masks: bool
+    max_candidates: int = 30000
+
+
+def _decode(spec: ModelSpec, outputs: dict[str, np.ndarray], i: int, s: PostprocessSettings) -> Candidates:
+    kwargs = dict(multi_label=s.multi_label, classes=s.classes, max_candidates=s.max_candidates)
+    if spec.layout == STANDARD_LAYOUT:
+        return decode_standard(outputs[spec.output0][i], spec.nc, s.conf, **kwargs)
+    return decode_truncated([outputs[lv.box][i] for lv in spec.levels], [outputs[lv.cls][i] for lv in spec.levels],
+                            spec.strides, s.conf, **kwargs)
+
+
+def _extra_rows(spec: ModelSpec, outputs: dict[str, np.ndarray], i: int, anchor_ids: np.ndarray) -> np.ndarray:
+    """Per-detection extra channels (mask coefficients or raw keypoints), (n, C) float32."""
+    if spec.layout == STANDARD_LAYOUT:
+        return gather_anchor_rows(outputs[spec.output0][i][4 + spec.nc:], anchor_ids)
+    return gather_anchor_rows([outputs[lv.extra][i] for lv in spec.levels], anchor_ids)
+
+
+def _anchor_geometry(spec: ModelSpec, outputs: dict[str, np.ndarray], anchor_ids: np.ndarray):
+    """Cell-centre x, y (grid units) and stride of each global anchor id, each (n,) float32."""
+    sizes = [outputs[lv.cls].shape[2:] for lv in spec.levels]
+    starts = np.cumsum([0] + [h * w for h, w in sizes])
+    level = np.searchsorted(starts, anchor_ids, side="right") - 1
+    local = anchor_ids - starts[level]
+    widths = np.array([w for _, w in sizes])[level]
+    ax = (local % widths).astype(np.float32) + np.float32(0.5)
+    ay = (local // widths).astype(np.float32) + np.float32(0.5)
+    return ax, ay, np.asarray(spec.strides, np.float32)[level]
+
+
+def _decode_keypoints(spec: ModelSpec, outputs: dict[str, np.ndarray], raw: np.ndarray,
+                      anchor_ids: np.ndarray) -> np.ndarray:
+    """(n, nk) keypoint channels -> (n, K, D) float32 in input pixels (D=3 carries visibility)."""
+    k, d = spec.kpt_shape
+    kpts = raw.reshape(len(raw), k, d).astype(np.float32, copy=True)
+    if spec.layout == STANDARD_LAYOUT:
+        return kpts  # already decoded inside the exported graph
+    ax, ay, stride = _anchor_geometry(spec, outputs, anchor_ids)
+    kpts[:, :, 0] = (kpts[:, :, 0] * 2 + (ax[:, None] - 0.5)) * stride[:, None]
+    kpts[:, :, 1] = (kpts[:, :, 1] * 2 + (ay[:, None] - 0.5)) * stride[:, None]
+    if d == 3:
+        kpts[:, :, 2] = 1 / (1 + np.exp(-kpts[:, :, 2]))
+    return kpts
+
+
+def postprocess_image(spec: ModelSpec, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox,
+                      settings: PostprocessSettings, path: str | None = None) -> Result:
+    """Turn row ``i`` of a batch of raw outputs into a Result; stage times go to ``speed_ms``."""
+    t0 = time.perf_counter()
+    cand = _decode(spec, outputs, i, settings)
+    t1 = time.perf_counter()
+    keep = nms(cand.boxes_xyxy, cand.scores, cand.class_ids, settings.iou, settings.max_det, settings.agnostic)
+    t2 = time.perf_counter()
+    boxes_in = cand.boxes_xyxy[keep]
+    scores = cand.scores[keep]
+    class_ids = cand.class_ids[keep].astype(np.int32, copy=False)
+    anchor_ids = cand.anchor_ids[keep]
+    boxes_src = letterbox.boxes_to_source(boxes_in)
+    masks = rle = keypoints = None
+    mask_form = None
+    if spec.task == "segment" and len(keep):
+        coeffs = _extra_rows(spec, outputs, i, anchor_ids)
+        protos = outputs[spec.proto][i]
+        proto_hw = protos.shape[1:]
+        if settings.rle_masks or settings.retina_masks:
+            geometry = native_mask_geometry(proto_hw, letterbox.src_hw)
+            crop_boxes, mask_form = boxes_src, "native"
+        else:
+            geometry = letterbox_mask_geometry(proto_hw, letterbox.dst_hw)
+            crop_boxes, mask_form = boxes_in, "letterbox"
+        if settings.rle_masks:
+            rle, areas = encode_masks_rle(protos, coeffs, crop_boxes, geometry)
+        else:
+            masks, areas = assemble_masks(protos, coeffs, crop_boxes, geometry)
+        nonempty = areas > 0  # Ultralytics drops detections whose mask is empty
+        if not nonempty.all():
+            boxes_src, scores, class_ids = boxes_src[nonempty], scores[nonempty], class_ids[nonempty]
+            anchor_ids = anchor_ids[nonempty]
+            if masks is not None:
+                masks = masks[nonempty]
+            if rle is not None:
+                rle = [r for r, k in zip(rle, nonempty) if k]
+    elif spec.task == "pose" and len(keep):
+        raw = _extra_rows(spec, outputs, i, anchor_ids)
+        kpts = _decode_keypoints(spec, outputs, raw, anchor_ids)
+        kpts[..., :2] = letterbox.points_to_source(kpts[..., :2])
+        keypoints = kpts
+    t3 = time.perf_counter()
+    speed = {"decode": (t1 - t0) * 1e3, "nms": (t2 - t1) * 1e3, "masks": (t3 - t2) * 1e3}
+    return Result(boxes_src, scores, class_ids, spec.names, letterbox, masks=masks, mask_form=mask_form,
+                  keypoints=keypoints, masks_rle=rle, path=path, speed_ms=speed)

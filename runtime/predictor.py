@@ -1,0 +1,151 @@
+"""Predictor: images in, Results out, through one onnxruntime session."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .letterbox import Letterbox, letterbox_into, plan_letterbox
+from .postprocess import PostprocessSettings, postprocess_image
+from .result import Result
+from .session import open_session, run_session, session_spec
+from .sources import Source, expand_source, iter_images
+
+LOGGER = logging.getLogger(__name__)
+
+
+def _as_hw(imgsz: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(imgsz, (int, np.integer)):
+        return int(imgsz), int(imgsz)
+    values = [int(v) for v in imgsz]
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) != 2:
+        raise InputError(f"imgsz must be an int or (height, width), got {imgsz!r}")
+    return values[0], values[1]
+
+
+class Predictor:
+    """Run a YOLOv8 detect / segment / pose ONNX model (float or W8A8) on images.
+
+    Everything about the model (task, classes, strides, layout, input size, batch) is read from
+    the file. Thresholds follow Ultralytics: a detection needs score > ``conf``; NMS suppresses at
+    IoU > ``iou``; at most ``max_det`` are kept. ``rect`` is Ultralytics' minimal-padding letterbox,
+    used when the model takes any input size and all images of a batch share a shape.
+    ``retina_masks`` gives masks at original-image resolution instead of letterbox resolution;
+    ``rle_masks`` gives them as COCO RLE instead of bitmaps. ``batch`` is how many images go into
+    one ``session.run`` for a dynamic-batch model (a fixed-batch model always gets its own size).
+    ``predict`` may be called from several threads at once.
+    """
+
+    def __init__(self, model: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+                 classes: Iterable[int] | None = None, agnostic: bool = False,
+                 imgsz: int | Sequence[int] | None = None, threads: int | None = None,
+                 providers: Sequence[str] | None = None, *, batch: int | None = None, rect: bool = True,
+                 multi_label: bool = False, retina_masks: bool = False, rle_masks: bool = False) -> None:
+        if not 0.0 <= conf <= 1.0:
+            raise InputError(f"conf must be within [0, 1], got {conf}")
+        if not 0.0 <= iou <= 1.0:
+            raise InputError(f"iou must be within [0, 1], got {iou}")
+        if max_det < 1:
+            raise InputError(f"max_det must be >= 1, got {max_det}")
+        self.session = open_session(model, threads, providers)
+        self.spec = session_spec(self.session, model)
+        class_tuple = None if classes is None else tuple(int(c) for c in classes)
+        if class_tuple is not None:
+            bad = [c for c in class_tuple if not 0 <= c < self.spec.nc]
+            if bad:
+                raise InputError(f"classes {bad} are out of range for a model with {self.spec.nc} classes")
+        self.settings = PostprocessSettings(float(conf), float(iou), int(max_det), class_tuple, bool(agnostic),
+                                            bool(multi_label), bool(retina_masks or rle_masks), bool(rle_masks))
+        self.imgsz = self._resolve_imgsz(imgsz)
+        self.rect = bool(rect)
+        if batch is not None and batch < 1:
+            raise InputError(f"batch must be >= 1, got {batch}")
+        if self.spec.batch is not None:
+            if batch not in (None, self.spec.batch):
+                LOGGER.warning("%s has a fixed batch of %d; ignoring batch=%d", model, self.spec.batch, batch)
+            self.batch = self.spec.batch
+        else:
+            self.batch = batch or 1
+
+    def _resolve_imgsz(self, imgsz: int | Sequence[int] | None) -> tuple[int, int]:
+        fixed = self.spec.input_hw
+        if imgsz is None:
+            return fixed or self.spec.imgsz
+        hw = _as_hw(imgsz)
+        if fixed is not None:
+            if hw != fixed:
+                raise InputError(f"{self.spec.path}: model input is fixed at {fixed[0]}x{fixed[1]}; "
+                                 f"imgsz {hw[0]}x{hw[1]} cannot be used (export with --dynamic-hw for other sizes)")
+            return fixed
+        stride = self.spec.max_stride
+        rounded = tuple(max(stride, math.ceil(v / stride) * stride) for v in hw)
+        if rounded != hw:
+            LOGGER.warning("imgsz %s is not a multiple of stride %d; using %s", hw, stride, rounded)
+        return rounded  # type: ignore[return-value]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.spec.names
+
+    def plan(self, shapes_hw: Sequence[tuple[int, int]]) -> list[Letterbox]:
+        """Letterbox plans for one batch of images, with Ultralytics' rule for minimal padding."""
+        auto = self.rect and self.spec.input_hw is None and len(set(shapes_hw)) == 1
+        return [plan_letterbox(hw, self.imgsz, auto=auto, stride=self.spec.max_stride) for hw in shapes_hw]
+
+    def predict(self, source: Source) -> list[Result]:
+        """One Result per image of ``source`` (path, folder, BGR ndarray, or a list of these)."""
+        return list(self.stream(source))
+
+    __call__ = predict
+
+    def stream(self, source: Source) -> Iterator[Result]:
+        """Like ``predict`` but yields Results batch by batch, reading images only as needed."""
+        for result, _ in self.stream_with_images(source):
+            yield result
+
+    def stream_with_images(self, source: Source) -> Iterator[tuple[Result, np.ndarray]]:
+        """Yield (Result, BGR image) pairs, for callers that also draw or crop the images."""
+        images = iter_images(expand_source(source))
+        while True:
+            t0 = time.perf_counter()
+            chunk = [pair for _, pair in zip(range(self.batch), images)]
+            if not chunk:
+                return
+            read_ms = (time.perf_counter() - t0) * 1e3 / len(chunk)
+            results = self.predict_batch([img for _, img in chunk], [path for path, _ in chunk])
+            for result, (_, image) in zip(results, chunk):
+                result.speed_ms["read"] = read_ms
+                yield result, image
+
+    def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Result]:
+        """Run one batch of BGR uint8 images (at most the model's fixed batch size) through the model."""
+        n = len(images)
+        paths = list(paths) if paths is not None else [None] * n
+        if self.spec.batch is not None and n > self.spec.batch:
+            raise InputError(f"batch of {n} images exceeds the model's fixed batch of {self.spec.batch}")
+        t0 = time.perf_counter()
+        plans = self.plan([img.shape[:2] for img in images])
+        rows = self.spec.batch or n
+        tensor = np.empty((rows, 3) + plans[0].dst_hw, np.float32)
+        for k, (image, plan) in enumerate(zip(images, plans)):
+            letterbox_into(image, plan, tensor[k])
+        if rows > n:
+            tensor[n:] = 0.0  # padding rows of a fixed-batch model; their outputs are ignored
+        t1 = time.perf_counter()
+        outputs = run_session(self.session, self.spec, tensor)
+        t2 = time.perf_counter()
+        shared = {"preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n}
+        results = []
+        for k in range(n):
+            result = postprocess_image(self.spec, outputs, k, plans[k], self.settings, paths[k])
+            result.speed_ms.update(shared)
+            results.append(result)
+        return results

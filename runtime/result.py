@@ -1,0 +1,109 @@
+"""The detections of one image: parallel numpy arrays, indexable like a sequence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .letterbox import Letterbox
+
+
+@dataclass(frozen=True)
+class Result:
+    """Detections of one image, in original-image pixels.
+
+    xyxy (n, 4) float32; scores (n,) float32; class_ids (n,) int32; masks (n, H, W) bool or None,
+    at letterbox resolution (``mask_form == "letterbox"``, Ultralytics' predict default) or at the
+    original image resolution (``mask_form == "native"``, Ultralytics' ``retina_masks``);
+    masks_rle: the native-form masks as COCO compressed RLE dicts, when asked for instead of
+    bitmaps; keypoints (n, K, 2|3) float32 or None. ``names`` are all class names of the model.
+    ``speed_ms`` holds this image's share of each stage.
+    """
+
+    xyxy: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    names: tuple[str, ...]
+    letterbox: Letterbox
+    masks: np.ndarray | None = None
+    mask_form: str | None = None
+    keypoints: np.ndarray | None = None
+    masks_rle: list[dict] | None = None
+    path: str | None = None
+    speed_ms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        checks: list[tuple[str, Any, tuple]] = [
+            ("xyxy", self.xyxy, (n, 4)),
+            ("scores", self.scores, (n,)),
+            ("class_ids", self.class_ids, (n,)),
+        ]
+        if self.masks is not None:
+            checks.append(("masks", self.masks, (n,) + self.masks.shape[1:]))
+            if self.masks.ndim != 3:
+                raise ValueError(f"masks must be (n, H, W), got shape {self.masks.shape}")
+        if self.masks_rle is not None and len(self.masks_rle) != n:
+            raise ValueError(f"masks_rle must hold {n} entries, got {len(self.masks_rle)}")
+        if self.keypoints is not None:
+            checks.append(("keypoints", self.keypoints, (n,) + self.keypoints.shape[1:]))
+        for name, arr, expected in checks:
+            if arr.shape != expected:
+                raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
+
+    @classmethod
+    def empty(cls, names: tuple[str, ...], letterbox: Letterbox, path: str | None = None) -> "Result":
+        """The canonical result with no detections."""
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), names,
+                   letterbox, path=path)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: int | slice | np.ndarray) -> "Result":
+        """Select detections by int, slice, integer array or boolean array; returns a Result."""
+        if isinstance(index, (int, np.integer)):
+            index = slice(int(index), int(index) + 1 if int(index) != -1 else None)
+        return replace(
+            self,
+            xyxy=self.xyxy[index],
+            scores=self.scores[index],
+            class_ids=self.class_ids[index],
+            masks=None if self.masks is None else self.masks[index],
+            keypoints=None if self.keypoints is None else self.keypoints[index],
+            masks_rle=None if self.masks_rle is None else _select(self.masks_rle, index),
+        )
+
+    @property
+    def orig_hw(self) -> tuple[int, int]:
+        return self.letterbox.src_hw
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class name of each detection."""
+        return [self.names[i] for i in self.class_ids]
+
+    @property
+    def xywh(self) -> np.ndarray:
+        """(n, 4) float32 boxes as top-left x, y, width, height (COCO's bbox format)."""
+        out = self.xyxy.copy()
+        out[:, 2:] -= out[:, :2]
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Number of detections per class name, most frequent first."""
+        ids, num = np.unique(self.class_ids, return_counts=True)
+        pairs = sorted(zip(num.tolist(), ids.tolist()), key=lambda p: (-p[0], p[1]))
+        return {self.names[i]: c for c, i in pairs}
+
+
+def _select(items: list, index: slice | np.ndarray) -> list:
+    """Index a plain list the way numpy indexes the parallel arrays."""
+    if isinstance(index, slice):
+        return items[index]
+    index = np.asarray(index)
+    if index.dtype == bool:
+        return [x for x, k in zip(items, index) if k]
+    return [items[int(i)] for i in index]

@@ -1,0 +1,200 @@
+"""What a model file is: read once from the ONNX metadata and output names.
+
+Two layouts are understood:
+
+* ``truncated`` — our own export: per-level raw head convolutions named ``box_pN``, ``cls_pN``
+  (``mc_pN`` for segment, ``kpt_pN`` for pose) and ``proto`` for segment, with the task, class
+  names, strides and ``reg_max`` in the metadata.
+* ``standard`` — a stock Ultralytics export: ``output0`` of shape [B, 4 + nc (+ nm | + nk), N]
+  with decoded boxes and sigmoid scores, plus ``output1`` prototypes for segment.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .errors import ModelError
+
+TRUNCATED_LAYOUT = "truncated"
+STANDARD_LAYOUT = "standard"
+SUPPORTED_LAYOUT_VERSIONS = {"1"}
+TASKS = ("detect", "segment", "pose")
+_LEVEL_NAME = re.compile(r"^(box|cls|mc|kpt)_p(\d+)$")
+
+
+@dataclass(frozen=True)
+class LevelOutputs:
+    """Output names of one pyramid level of a truncated-head model."""
+
+    stride: int
+    box: str
+    cls: str
+    extra: str | None  # mask coefficients (segment) or raw keypoints (pose)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the runtime needs to know about a model, read from the file itself.
+
+    ``input_hw`` is None when height and width are dynamic; ``batch`` is None when the batch
+    dimension is dynamic. ``imgsz`` is the letterbox target used when the caller gives none.
+    """
+
+    path: Path
+    layout: str
+    task: str
+    names: tuple[str, ...]
+    strides: tuple[int, ...]
+    reg_max: int
+    nm: int
+    kpt_shape: tuple[int, int] | None
+    input_name: str
+    batch: int | None
+    input_hw: tuple[int, int] | None
+    imgsz: tuple[int, int]
+    levels: tuple[LevelOutputs, ...]  # truncated layout only
+    proto: str | None
+    output0: str | None  # standard layout only
+    metadata: Mapping[str, str]
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+    @property
+    def max_stride(self) -> int:
+        return max(self.strides)
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names to fetch from the session, in a fixed order."""
+        if self.layout == STANDARD_LAYOUT:
+            return [self.output0] + ([self.proto] if self.proto else [])
+        names = [n for lv in self.levels for n in (lv.box, lv.cls, lv.extra) if n]
+        return names + ([self.proto] if self.proto else [])
+
+
+def _parse_names(raw: str, path: Path) -> tuple[str, ...]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        try:
+            value = ast.literal_eval(raw)  # stock Ultralytics writes a Python dict repr
+        except (ValueError, SyntaxError) as exc:
+            raise ModelError(f"{path}: metadata 'names' is not a dict of class names: {raw[:80]!r}") from exc
+    if isinstance(value, Mapping):
+        ids = sorted(int(k) for k in value)
+        if ids != list(range(len(ids))):
+            raise ModelError(f"{path}: class ids in metadata 'names' are not 0..{len(ids) - 1}")
+        by_id = {int(k): str(v) for k, v in value.items()}
+        return tuple(by_id[i] for i in ids)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return tuple(str(v) for v in value)
+    raise ModelError(f"{path}: metadata 'names' is not a dict or list of class names")
+
+
+def _parse_hw(raw: str | None, default: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    if raw is None:
+        return default
+    value = ast.literal_eval(raw)
+    if isinstance(value, int):
+        return (value, value)
+    return (int(value[0]), int(value[1]))
+
+
+def _static_dim(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _truncated_levels(path: Path, output_names: Sequence[str], task: str) -> tuple[tuple[LevelOutputs, ...], str | None]:
+    by_level: dict[int, dict[str, str]] = {}
+    for name in output_names:
+        match = _LEVEL_NAME.match(name)
+        if match:
+            by_level.setdefault(int(match.group(2)), {})[match.group(1)] = name
+    if not by_level:
+        raise ModelError(f"{path}: no per-level outputs named box_pN / cls_pN")
+    extra_kind = {"segment": "mc", "pose": "kpt"}.get(task)
+    levels = []
+    for level in sorted(by_level):
+        found = by_level[level]
+        missing = [k for k in ("box", "cls", extra_kind) if k and k not in found]
+        if missing:
+            raise ModelError(f"{path}: level p{level} lacks outputs {', '.join(f'{k}_p{level}' for k in missing)}")
+        levels.append(LevelOutputs(2**level, found["box"], found["cls"], found.get(extra_kind) if extra_kind else None))
+    proto = "proto" if task == "segment" else None
+    if proto and proto not in output_names:
+        raise ModelError(f"{path}: segment model without a 'proto' output")
+    return tuple(levels), proto
+
+
+def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Sequence[Any], outputs: Sequence[Any]) -> ModelSpec:
+    """Build a ModelSpec from a session's metadata map and input/output descriptions.
+
+    ``inputs`` / ``outputs`` are onnxruntime ``NodeArg`` objects (anything with ``.name`` and
+    ``.shape``). Raises ModelError naming the file and what is wrong.
+    """
+    path = Path(path)
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: expected one image input, found {len(inputs)}")
+    inp = inputs[0]
+    shape = list(inp.shape)
+    if len(shape) != 4 or _static_dim(shape[1]) not in (3, None):
+        raise ModelError(f"{path}: input '{inp.name}' has shape {shape}, expected [batch, 3, height, width]")
+    batch = _static_dim(shape[0])
+    h, w = _static_dim(shape[2]), _static_dim(shape[3])
+    input_hw = (h, w) if h and w else None
+    output_names = [o.name for o in outputs]
+    output_shapes = {o.name: list(o.shape) for o in outputs}
+
+    task = metadata.get("task")
+    if "names" not in metadata or task is None:
+        raise ModelError(
+            f"{path}: ONNX metadata lacks 'task'/'names'; export the model with "
+            "`python tools/export.py MODEL.pt` (or Ultralytics' own exporter)"
+        )
+    if task not in TASKS:
+        raise ModelError(f"{path}: task '{task}' is not supported (supported: {', '.join(TASKS)})")
+    names = _parse_names(metadata["names"], path)
+    kpt_shape = tuple(ast.literal_eval(metadata["kpt_shape"])) if task == "pose" and "kpt_shape" in metadata else None
+
+    if metadata.get("layout") == "truncated-head":
+        version = metadata.get("layout_version")
+        if version not in SUPPORTED_LAYOUT_VERSIONS:
+            raise ModelError(f"{path}: truncated-head layout version {version!r} is not supported by this runtime")
+        levels, proto = _truncated_levels(path, output_names, task)
+        strides = tuple(int(s) for s in json.loads(metadata["strides"]))
+        if strides != tuple(lv.stride for lv in levels):
+            raise ModelError(f"{path}: metadata strides {list(strides)} disagree with outputs {output_names}")
+        reg_max = int(metadata.get("reg_max", 16))
+        nm = int(metadata.get("nm", 0)) if task == "segment" else 0
+        cls_channels = _static_dim(output_shapes[levels[0].cls][1])
+        if cls_channels is not None and cls_channels != len(names):
+            raise ModelError(f"{path}: {len(names)} class names but {cls_channels} class channels")
+        return ModelSpec(path, TRUNCATED_LAYOUT, task, names, strides, reg_max, nm, kpt_shape, inp.name, batch,
+                         input_hw, _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), levels, proto, None,
+                         dict(metadata))
+
+    # Stock Ultralytics export: decoded boxes and scores in output0.
+    if not outputs or len(output_shapes[output_names[0]]) != 3:
+        raise ModelError(f"{path}: outputs {output_names} are neither a truncated head (box_pN, cls_pN, ...) "
+                         "nor a standard Ultralytics output0 of shape [batch, 4 + nc, anchors]")
+    rows = _static_dim(output_shapes[output_names[0]][1])
+    nm = 0
+    proto = None
+    if task == "segment":
+        if len(outputs) < 2:
+            raise ModelError(f"{path}: segment model without a prototype output")
+        proto = output_names[1]
+        nm = _static_dim(output_shapes[proto][1]) or (rows - 4 - len(names) if rows else 32)
+    if metadata.get("end2end", "False") == "True" or (rows is not None and rows < 4 + len(names)):
+        raise ModelError(f"{path}: end-to-end (NMS-free) exports are not supported; export without nms/end2end")
+    stride = int(ast.literal_eval(metadata.get("stride", "32")))
+    return ModelSpec(path, STANDARD_LAYOUT, task, names, (stride,), 0, nm, kpt_shape, inp.name, batch, input_hw,
+                     _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), (), proto, output_names[0],
+                     dict(metadata))

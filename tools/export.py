@@ -1,0 +1,544 @@
+"""Export an Ultralytics YOLOv8 checkpoint to ONNX with a *truncated* head.
+
+The exported graph stops at the last convolution of every head branch: per pyramid level it returns the raw box
+distribution logits (``4 * reg_max`` channels), the raw class logits (``nc`` channels, before sigmoid) and, for
+segment / pose models, the raw mask coefficients (``nm``) / keypoints (``nk``), plus the mask prototypes of segment
+models. DFL, anchor decoding, concatenation, sigmoid and NMS are left to the runtime.
+
+Usage::
+
+    python tools/export.py MODEL.pt [--imgsz 640 | --imgsz H W] [--batch N|dynamic] [--dynamic-hw]
+                                    [--opset 17] [--simplify/--no-simplify] [-o OUT.onnx]
+
+Library::
+
+    from tools.export import export_truncated
+    onnx_path = export_truncated("yolov8n.pt", imgsz=640)
+
+Outputs, in order, for each level ``pN`` (N = log2(stride), usually p3, p4, p5)::
+
+    box_pN, cls_pN[, mc_pN | kpt_pN]   ...   [proto]
+
+Heavy dependencies (torch, ultralytics, onnx) are imported inside functions so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import types
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+PRODUCER = "yolo-edge-runtime"
+LAYOUT = "truncated-head"
+LAYOUT_VERSION = "1"
+INPUT_NAME = "images"
+PROTO_NAME = "proto"
+MIN_OPSET = 11  # nearest Resize with scales needs opset 11 in the legacy exporter
+MAX_IR_VERSION = 10  # keep the files loadable by older onnxruntime builds (as Ultralytics does)
+
+# task -> names of the per-level outputs, in order; segment additionally ends with "proto"
+LEVEL_OUTPUTS = {
+    "detect": ("box", "cls"),
+    "segment": ("box", "cls", "mc"),
+    "pose": ("box", "cls", "kpt"),
+}
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "ExportArgumentError",
+    "ExportError",
+    "UnsupportedModelError",
+    "export_truncated",
+    "main",
+    "output_names",
+    "summarize",
+    "truncated_head",
+]
+
+
+class ExportError(Exception):
+    """Base class of every error the exporter raises on purpose (main() prints it and returns 2)."""
+
+
+class CheckpointNotFoundError(ExportError, FileNotFoundError):
+    """The .pt file does not exist."""
+
+
+class CheckpointError(ExportError):
+    """The file exists but is not a loadable Ultralytics PyTorch checkpoint."""
+
+
+class UnsupportedModelError(ExportError):
+    """The checkpoint loads, but its head is not a YOLOv8-style Detect / Segment / Pose head."""
+
+
+class ExportArgumentError(ExportError, ValueError):
+    """A bad argument: image size, batch, opset or output path."""
+
+
+# --------------------------------------------------------------------------------------------------------- helpers
+def output_names(task: str, strides: Sequence[int]) -> list[str]:
+    """Return the graph output names of a truncated-head export, in order.
+
+    >>> output_names("segment", [8, 16, 32])[:3], output_names("segment", [8, 16, 32])[-1]
+    (['box_p3', 'cls_p3', 'mc_p3'], 'proto')
+    """
+    if task not in LEVEL_OUTPUTS:
+        raise ValueError(f"unknown task {task!r}, expected one of {sorted(LEVEL_OUTPUTS)}")
+    names = [f"{kind}_{_level_name(s)}" for s in strides for kind in LEVEL_OUTPUTS[task]]
+    return names + [PROTO_NAME] if task == "segment" else names
+
+
+def _level_name(stride: int) -> str:
+    p = math.log2(stride)
+    if stride < 1 or p != int(p):
+        raise ValueError(f"stride {stride} is not a power of two")
+    return f"p{int(p)}"
+
+
+def _parse_imgsz(imgsz: Any) -> tuple[int, int]:
+    """int -> (n, n); [n] -> (n, n); [h, w] -> (h, w); every value a positive int."""
+    vals = [imgsz] if isinstance(imgsz, str) or not hasattr(imgsz, "__iter__") else list(imgsz)
+    if len(vals) not in (1, 2):
+        raise ExportArgumentError(f"imgsz must be one size or an (H, W) pair, got {imgsz!r}")
+    out = []
+    for v in vals:
+        if isinstance(v, bool):
+            raise ExportArgumentError(f"imgsz must contain positive integers, got {imgsz!r}")
+        try:
+            iv = int(v)
+        except (TypeError, ValueError):
+            raise ExportArgumentError(f"imgsz must contain positive integers, got {imgsz!r}") from None
+        if iv != v and not (isinstance(v, str) and v.strip().isdigit()):
+            raise ExportArgumentError(f"imgsz must contain positive integers, got {imgsz!r}")
+        if iv <= 0:
+            raise ExportArgumentError(f"imgsz must contain positive integers, got {imgsz!r}")
+        out.append(iv)
+    return (out[0], out[0]) if len(out) == 1 else (out[0], out[1])
+
+
+def _parse_batch(batch: Any) -> int | None:
+    """'dynamic' / None -> None (dynamic), otherwise a positive int."""
+    if batch is None or (isinstance(batch, str) and batch.strip().lower() == "dynamic"):
+        return None
+    if isinstance(batch, bool):
+        raise ExportArgumentError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
+    try:
+        b = int(batch)
+    except (TypeError, ValueError):
+        raise ExportArgumentError(f"batch must be 'dynamic' or a positive integer, got {batch!r}") from None
+    if b <= 0 or (not isinstance(batch, str) and b != batch):
+        raise ExportArgumentError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
+    return b
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+# ------------------------------------------------------------------------------------------------- model handling
+@dataclass
+class _HeadInfo:
+    task: str
+    strides: list[int]
+    reg_max: int
+    nc: int
+    names: dict[int, str]
+    nm: int | None = None
+    kpt_shape: list[int] | None = None
+
+
+def _load_model(pt: Path):
+    """Load a .pt with ultralytics.YOLO and return (fused fp32 CPU eval model, head, _HeadInfo)."""
+    try:
+        import torch  # noqa: F401
+        from ultralytics import YOLO
+        from ultralytics.nn.modules.head import Detect, Pose, Segment
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ExportError(
+            f"exporting {pt} needs torch and ultralytics ({e}); install with: pip install 'yolo-edge-runtime[export]'"
+        ) from e
+
+    try:
+        yolo = YOLO(str(pt))
+    except Exception as e:
+        reason = f"{type(e).__name__}: {_first_line(e)}"
+        raise CheckpointError(f"{pt}: not a loadable Ultralytics checkpoint ({reason})") from e
+    model = getattr(yolo, "model", None)
+    seq = getattr(model, "model", None)
+    if model is None or not hasattr(model, "fuse") or seq is None or len(seq) == 0:
+        raise CheckpointError(f"{pt}: not an Ultralytics YOLO PyTorch model (got {type(model).__name__})")
+
+    head = seq[-1]
+    kind = type(head).__name__
+    task = {Detect: "detect", Segment: "segment", Pose: "pose"}.get(type(head))  # exact types: no v10/26/OBB/YOLOE
+    if task is None:
+        raise UnsupportedModelError(
+            f"{pt}: unsupported head {kind} (task {getattr(yolo, 'task', '?')}); only YOLOv8-style Detect, Segment "
+            f"and Pose heads can be exported with a truncated head"
+        )
+    if getattr(head, "one2one_cv2", None) is not None or getattr(head, "cv2", None) is None:
+        raise UnsupportedModelError(
+            f"{pt}: unsupported head {kind}: it is an end-to-end (NMS-free, one-to-one) head such as YOLOv10/YOLO26 "
+            f"use; only YOLOv8-style one-to-many heads are supported"
+        )
+    reg_max = int(head.reg_max)
+    if reg_max <= 1:
+        raise UnsupportedModelError(
+            f"{pt}: unsupported head {kind}: reg_max={reg_max} (no DFL, YOLO26-style); YOLOv8 heads use reg_max>1"
+        )
+    strides = [int(s) for s in head.stride.tolist()]
+    if not strides or any(s <= 0 for s in strides):
+        raise CheckpointError(f"{pt}: the {kind} head has no strides (model was never built?)")
+    try:
+        [_level_name(s) for s in strides]
+    except ValueError as e:
+        raise UnsupportedModelError(f"{pt}: unsupported head {kind}: {e}") from None
+
+    names = getattr(model, "names", None) or {i: str(i) for i in range(int(head.nc))}
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    names = {int(k): str(v) for k, v in names.items()}
+    if sorted(names) != list(range(int(head.nc))):
+        raise CheckpointError(f"{pt}: class names {sorted(names)[:5]}... do not match nc={int(head.nc)}")
+
+    info = _HeadInfo(task=task, strides=strides, reg_max=reg_max, nc=int(head.nc), names=names)
+    if task == "segment":
+        info.nm = int(head.nm)
+    if task == "pose":
+        info.kpt_shape = [int(v) for v in head.kpt_shape]
+
+    model = model.fuse(verbose=False)  # fold BN into convs (drops nothing on v8 heads: they have no one2one branch)
+    model = model.float().cpu().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, model.model[-1], info
+
+
+def _truncated_forward(task: str):
+    """Build a replacement Detect/Segment/Pose.forward returning the raw per-level branch outputs."""
+    with_cv4 = task in ("segment", "pose")
+    with_proto = task == "segment"
+
+    def forward(self, x):
+        outs = []
+        for i in range(self.nl):
+            outs.append(self.cv2[i](x[i]))  # box distribution logits, 4*reg_max channels
+            outs.append(self.cv3[i](x[i]))  # class logits, nc channels, before sigmoid
+            if with_cv4:
+                outs.append(self.cv4[i](x[i]))  # mask coefficients (nm) or raw keypoints (nk)
+        if with_proto:
+            outs.append(self.proto(x[0]))  # mask prototypes, (B, nm, 2*H/8, 2*W/8)
+        return tuple(outs)
+
+    return forward
+
+
+@contextmanager
+def truncated_head(head, task: str) -> Iterator[None]:
+    """Temporarily replace ``head.forward`` (on the instance only) with the truncated forward."""
+    had_own = "forward" in head.__dict__
+    saved = head.__dict__.get("forward")
+    head.forward = types.MethodType(_truncated_forward(task), head)
+    try:
+        yield
+    finally:
+        if had_own:
+            head.forward = saved
+        else:
+            del head.forward
+
+
+# ---------------------------------------------------------------------------------------------------------- ONNX
+def _producers(model_onnx) -> dict[str, Any]:
+    return {o: n for n in model_onnx.graph.node for o in n.output}
+
+
+def _check_layout(model_onnx, names: list[str]) -> str | None:
+    """Return None when the graph has the expected input/outputs and head outputs come straight from Conv nodes."""
+    got = [o.name for o in model_onnx.graph.output]
+    if got != names:
+        return f"outputs are {got}, expected {names}"
+    inputs = [i.name for i in model_onnx.graph.input if i.name not in {t.name for t in model_onnx.graph.initializer}]
+    if inputs != [INPUT_NAME]:
+        return f"inputs are {inputs}, expected [{INPUT_NAME!r}]"
+    prod = _producers(model_onnx)
+    for n in names:
+        if n != PROTO_NAME and (n not in prod or prod[n].op_type != "Conv"):
+            return f"output {n} is produced by {prod[n].op_type if n in prod else 'nothing'}, not Conv"
+    return None
+
+
+def _shape_of(value_info) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def summarize(onnx_path: str | Path) -> str:
+    """One-line summary: path, size in MB, outputs with shapes."""
+    import onnx
+
+    path = Path(onnx_path)
+    m = onnx.load(str(path), load_external_data=False)
+    outs = " ".join(f"{o.name}{_shape_of(o)}".replace(" ", "").replace("'", "") for o in m.graph.output)
+    return f"{path} ({path.stat().st_size / 1e6:.1f} MB): {outs}"
+
+
+def export_truncated(
+    pt_path: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    imgsz: int | Sequence[int] = 640,
+    batch: int | str | None = "dynamic",
+    dynamic_hw: bool = False,
+    opset: int = 17,
+    simplify: bool = True,
+) -> Path:
+    """Export ``pt_path`` (Ultralytics YOLOv8 detect/segment/pose .pt) to a truncated-head ONNX file.
+
+    Args:
+        pt_path: the .pt checkpoint.
+        out_path: destination .onnx (default: next to the .pt, same stem); an existing directory means
+            ``<dir>/<stem>.onnx``.
+        imgsz: trace size, int or (H, W); must be multiples of the largest stride. Fixed H, W unless ``dynamic_hw``.
+        batch: "dynamic" (default, dim named "batch") or a fixed positive int.
+        dynamic_hw: make H and W dynamic too (the graph is fully convolutional; H, W must still be stride multiples).
+        opset: ONNX opset (>= 11, default 17).
+        simplify: run onnxslim when importable; kept only if names and Conv-terminated outputs survive.
+
+    Returns:
+        The path of the written .onnx file (written to a temp file in the same folder, then renamed into place).
+
+    Raises:
+        CheckpointNotFoundError, CheckpointError, UnsupportedModelError, ExportArgumentError, ExportError.
+    """
+    pt = Path(pt_path).expanduser()
+    if not pt.is_file():
+        raise CheckpointNotFoundError(f"{pt}: no such checkpoint file")
+    pt = pt.resolve()
+    if pt.suffix.lower() != ".pt":
+        raise CheckpointError(f"{pt}: expected an Ultralytics PyTorch checkpoint (.pt), got {pt.suffix or 'no suffix'}")
+    try:
+        h, w = _parse_imgsz(imgsz)
+        fixed_batch = _parse_batch(batch)
+    except ExportArgumentError as e:
+        raise ExportArgumentError(f"{pt}: {e}") from None
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ExportArgumentError(f"{pt}: opset must be an integer >= {MIN_OPSET}, got {opset!r}")
+
+    if out_path is None:
+        out = pt.with_suffix(".onnx")
+    else:
+        out = Path(out_path).expanduser()
+        if out.is_dir():
+            out = out / f"{pt.stem}.onnx"
+    out = out.resolve()
+    if out == pt:
+        raise ExportArgumentError(f"{pt}: output path would overwrite the checkpoint")
+
+    sha = _sha256(pt)  # hash the bytes before loading them
+    model, head, info = _load_model(pt)
+
+    smax = max(info.strides)
+    if h % smax or w % smax:
+        raise ExportArgumentError(
+            f"{pt}: imgsz {h}x{w} (HxW) must be multiples of the model's max stride {smax} "
+            f"(e.g. {math.ceil(h / smax) * smax}x{math.ceil(w / smax) * smax})"
+        )
+
+    import onnx
+    import torch
+
+    names = output_names(info.task, info.strides)
+    dynamic_axes: dict[str, dict[int, str]] = {}
+    if fixed_batch is None or dynamic_hw:
+        in_axes = {0: "batch"} if fixed_batch is None else {}
+        if dynamic_hw:
+            in_axes.update({2: "height", 3: "width"})
+        dynamic_axes[INPUT_NAME] = in_axes
+        for n in names:
+            axes = {0: "batch"} if fixed_batch is None else {}
+            if dynamic_hw:
+                lvl = n.rsplit("_", 1)[-1]  # p3 / p4 / p5 / proto
+                axes.update({2: f"h_{lvl}", 3: f"w_{lvl}"})
+            dynamic_axes[n] = axes
+    im = torch.zeros(fixed_batch or 1, 3, h, w, dtype=torch.float32)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with truncated_head(head, info.task), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
+            try:
+                torch.onnx.export(
+                    model,
+                    im,
+                    str(tmp),
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=names,
+                    dynamic_axes=dynamic_axes or None,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+            except Exception as e:
+                raise ExportError(f"{pt}: torch.onnx.export failed ({type(e).__name__}: {_first_line(e)})") from e
+
+        model_onnx = onnx.load(str(tmp))
+        problem = _check_layout(model_onnx, names)
+        if problem:
+            raise ExportError(f"{pt}: unexpected exported graph: {problem}")
+
+        simplified = False
+        if simplify:
+            try:
+                import onnxslim
+            except ImportError:
+                onnxslim = None
+            if onnxslim is not None:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        slim = onnxslim.slim(model_onnx)
+                    problem = _check_layout(slim, names)
+                except Exception as e:  # keep the plain export on any simplifier failure
+                    slim, problem = None, f"{type(e).__name__}: {_first_line(e)}"
+                if problem:
+                    warnings.warn(f"{pt}: onnxslim result discarded ({problem}); keeping the unsimplified graph")
+                else:
+                    model_onnx, simplified = slim, True
+
+        if model_onnx.ir_version > MAX_IR_VERSION:
+            model_onnx.ir_version = MAX_IR_VERSION
+        meta = {
+            "producer": PRODUCER,
+            "layout": LAYOUT,
+            "layout_version": LAYOUT_VERSION,
+            "task": info.task,
+            "names": json.dumps({str(k): v for k, v in sorted(info.names.items())}, ensure_ascii=False),
+            "strides": json.dumps(info.strides),
+            "reg_max": str(info.reg_max),
+            "nc": str(info.nc),
+        }
+        if info.nm is not None:
+            meta["nm"] = str(info.nm)
+        if info.kpt_shape is not None:
+            meta["kpt_shape"] = json.dumps(info.kpt_shape)
+        meta.update(
+            {
+                "imgsz": json.dumps([h, w]),
+                "batch": "dynamic" if fixed_batch is None else str(fixed_batch),
+                "dynamic_hw": "true" if dynamic_hw else "false",
+                "source": pt.name,
+                "source_sha256": sha,
+                "ultralytics_version": _ultralytics_version(),
+                "opset": str(opset),
+                "simplified": "true" if simplified else "false",
+            }
+        )
+        del model_onnx.metadata_props[:]
+        for k, v in meta.items():
+            prop = model_onnx.metadata_props.add()
+            prop.key, prop.value = k, v
+
+        try:
+            onnx.checker.check_model(model_onnx)
+        except Exception as e:
+            raise ExportError(f"{pt}: exported graph fails onnx.checker ({_first_line(e)})") from e
+        onnx.save(model_onnx, str(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _ultralytics_version() -> str:
+    import ultralytics
+
+    return str(ultralytics.__version__)
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def _batch_arg(text: str) -> int | str:
+    if text.strip().lower() == "dynamic":
+        return "dynamic"
+    try:
+        b = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {text!r}") from None
+    if b <= 0:
+        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {text!r}")
+    return b
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tools/export.py",
+        description="Export an Ultralytics YOLOv8 detect/segment/pose .pt to ONNX with a truncated head "
+        "(raw per-level box/cls[/mc|kpt] conv outputs [+ proto]; no DFL, decode, sigmoid or NMS).",
+    )
+    p.add_argument("model", help="Ultralytics .pt checkpoint")
+    p.add_argument(
+        "--imgsz", type=int, nargs="+", default=[640], metavar="N", help="trace size: N or H W (default 640)"
+    )
+    p.add_argument("--batch", type=_batch_arg, default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    p.add_argument("--dynamic-hw", action="store_true", help="make input height and width dynamic too")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument(
+        "--simplify", action=argparse.BooleanOptionalAction, default=True, help="simplify with onnxslim if installed"
+    )
+    p.add_argument("-o", "--output", default=None, help="output .onnx (default: MODEL.onnx next to the .pt)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    if len(args.imgsz) > 2:
+        print(f"error: --imgsz takes N or H W, got {args.imgsz}", file=sys.stderr)
+        return 2
+    try:
+        out = export_truncated(
+            args.model,
+            args.output,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            dynamic_hw=args.dynamic_hw,
+            opset=args.opset,
+            simplify=args.simplify,
+        )
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summarize(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

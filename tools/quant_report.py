@@ -1,0 +1,392 @@
+"""Quantization report: per-tensor errors, per-output consistency, speed and size of a W8A8 model vs its float model.
+
+Used by ``python tools/quantize.py ... --report DIR``; also runnable on an existing pair::
+
+    python tools/quant_report.py FLOAT.onnx W8A8.onnx --images DIR [--num 8] [--threads N] -o REPORT_DIR
+
+``report.json`` holds every figure; ``report.md`` is rendered from that same dict (``render_markdown``).
+
+* Per tensor (activations and weights), worst first: SNR (dB) = 10 log10(sum f^2 / sum (q - f)^2), cosine
+  similarity and MSE between the float model's tensor and the W8A8 model's dequantized tensor, accumulated over the
+  images. The W8A8 values are read from the ``DequantizeLinear`` outputs of a temporary copy in which those outputs
+  are graph outputs; this keeps onnxruntime from fusing them into QLinear* kernels, so the quantized graph is
+  emulated in float (same integer grid, float accumulation). Errors accumulate along the network (as in a
+  "xquant" table), so late tensors include the error of everything before them.
+* Per model output: the consistency figure, mean over images of ||q - f|| / ||f||, on the real (fused) W8A8 model.
+* Speed: median ms per image at batch 1, float and W8A8 alternating in the same run, same thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+__all__ = ["build_report", "measure_speed", "output_consistency", "render_markdown", "tensor_errors",
+           "write_report", "main"]
+
+
+# --------------------------------------------------------------------------------------------------------- sessions
+def make_session(path_or_bytes, threads: int | None = None, optimize: bool = True):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    src = str(path_or_bytes) if isinstance(path_or_bytes, (str, Path)) else path_or_bytes
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+
+def load_inputs(images: Sequence[Path], hw: tuple[int, int]) -> list[np.ndarray]:
+    from tools.quantize import preprocess_image
+
+    return [preprocess_image(p, hw)[None] for p in images]
+
+
+# ---------------------------------------------------------------------------------------------------- tensor errors
+class _Acc:
+    """Running sums for SNR / cosine / MSE over several images."""
+
+    __slots__ = ("ff", "qq", "fq", "ee", "n")
+
+    def __init__(self) -> None:
+        self.ff = self.qq = self.fq = self.ee = 0.0
+        self.n = 0
+
+    def add(self, f: np.ndarray, q: np.ndarray) -> None:
+        f = f.astype(np.float64, copy=False).ravel()
+        q = q.astype(np.float64, copy=False).ravel()
+        e = q - f
+        self.ff += float(f @ f)
+        self.qq += float(q @ q)
+        self.fq += float(f @ q)
+        self.ee += float(e @ e)
+        self.n += f.size
+
+    def figures(self) -> dict[str, float | None]:
+        snr = (math.inf if self.ee == 0 else 10 * math.log10(self.ff / self.ee)) if self.ff > 0 else None
+        denom = math.sqrt(self.ff * self.qq)
+        cos = self.fq / denom if denom > 0 else (1.0 if self.ee == 0 else 0.0)
+        return {"snr_db": None if snr is None else (999.0 if math.isinf(snr) else round(snr, 3)),
+                "cosine": round(cos, 6), "mse": float(f"{self.ee / max(self.n, 1):.6g}")}
+
+
+def qdq_pairs(qmodel) -> tuple[dict[str, str], dict[str, tuple[str, str, str | None]]]:
+    """Activation map {float tensor: DequantizeLinear output} and weight map {weight: (q init, scale, zp)}."""
+    inits = {i.name for i in qmodel.graph.initializer}
+    q_of = {n.output[0]: n for n in qmodel.graph.node if n.op_type == "QuantizeLinear"}
+    acts: dict[str, str] = {}
+    weights: dict[str, tuple[str, str, str | None]] = {}
+    for node in qmodel.graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        src = node.input[0]
+        if src in q_of and q_of[src].input[0] not in inits:
+            acts.setdefault(q_of[src].input[0], node.output[0])
+        elif src in inits:
+            weights[node.output[0]] = (src, node.input[1], node.input[2] if len(node.input) > 2 else None)
+    return acts, weights
+
+
+def _with_outputs(model, names: Sequence[str]) -> bytes:
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return m.SerializeToString()
+
+
+def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
+    q = q.astype(np.float32)
+    if scale.size > 1:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+        zp = None if zp is None else zp.reshape(shape)
+    return (q - (0 if zp is None else zp.astype(np.float32))) * scale
+
+
+def tensor_errors(pre_path: str | Path, q_path: str | Path, inputs: Sequence[np.ndarray], input_name: str,
+                  threads: int | None = None) -> list[dict[str, Any]]:
+    """SNR / cosine / MSE of every quantized tensor (activations over ``inputs``, weights once), worst first."""
+    import onnx
+    from onnx import numpy_helper
+
+    qmodel = onnx.load(str(q_path))
+    fmodel = onnx.load(str(pre_path))
+    acts, weights = qdq_pairs(qmodel)
+    float_names = {v.name for v in fmodel.graph.value_info} | {o.name for o in fmodel.graph.output} | {
+        o for n in fmodel.graph.node for o in n.output}
+    acts = {t: d for t, d in acts.items() if t in float_names or t == input_name}
+    order = {o: i for i, n in enumerate(fmodel.graph.node) for o in n.output}
+    rows: list[dict[str, Any]] = []
+
+    if acts:
+        act_names = [t for t in acts if t != input_name]
+        fsess = make_session(_with_outputs(fmodel, act_names), threads)
+        qsess = make_session(_with_outputs(qmodel, list(acts.values())), threads)
+        fouts = act_names
+        qouts = [acts[t] for t in acts]
+        accs = {t: _Acc() for t in acts}
+        for x in inputs:
+            fvals = dict(zip(fouts, fsess.run(fouts, {input_name: x})))
+            fvals[input_name] = x
+            qvals = dict(zip(acts, qsess.run(qouts, {input_name: x})))
+            for t in acts:
+                accs[t].add(fvals[t], qvals[t])
+            del fvals, qvals
+        producer = {o: n for n in fmodel.graph.node for o in n.output}
+        for t, acc in accs.items():
+            node = producer.get(t)
+            rows.append({"tensor": t, "kind": "activation", "producer": node.name if node else "(input)",
+                         "op": node.op_type if node else "Input", "order": order.get(t, -1), **acc.figures()})
+
+    finits = {i.name: i for i in fmodel.graph.initializer}
+    qinits = {i.name: i for i in qmodel.graph.initializer}
+    dq_nodes = {n.output[0]: n for n in qmodel.graph.node if n.op_type == "DequantizeLinear"}
+    consumer = {}
+    for n in qmodel.graph.node:
+        for i in n.input:
+            consumer.setdefault(i, n)
+    for dq_out, (qname, sname, zname) in weights.items():
+        qarr = numpy_helper.to_array(qinits[qname])
+        if qarr.dtype not in (np.int8, np.uint8):  # int32 biases: report weights only
+            continue
+        fname = qname[:-len("_quantized")] if qname.endswith("_quantized") else qname
+        if fname not in finits:
+            continue
+        axis = next((a.i for a in dq_nodes[dq_out].attribute if a.name == "axis"), 1)
+        scale = numpy_helper.to_array(qinits[sname])
+        zp = numpy_helper.to_array(qinits[zname]) if zname else None
+        acc = _Acc()
+        acc.add(numpy_helper.to_array(finits[fname]), _dequantize(qarr, scale, zp, axis))
+        user = consumer.get(dq_out)
+        rows.append({"tensor": fname, "kind": "weight", "producer": user.name if user else "", "op": "initializer",
+                     "order": -1, **acc.figures()})
+    rows.sort(key=lambda r: (r["snr_db"] if r["snr_db"] is not None else 1e9, r["tensor"]))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ output consistency
+def output_consistency(float_path: str | Path, q_path: str | Path, inputs: Sequence[np.ndarray], input_name: str,
+                       threads: int | None = None, float_outputs: list[dict[str, np.ndarray]] | None = None
+                       ) -> dict[str, float]:
+    """{output: mean over inputs of ||q - f|| / ||f||} plus "mean" (over outputs), on the fused W8A8 model."""
+    qs = make_session(q_path, threads)
+    names = [o.name for o in qs.get_outputs()]
+    if float_outputs is None:
+        float_outputs = run_outputs(float_path, inputs, input_name, threads)
+    rel = {n: [] for n in names}
+    for x, fo in zip(inputs, float_outputs):
+        for n, q in zip(names, qs.run(names, {input_name: x})):
+            f = fo[n]
+            rel[n].append(float(np.linalg.norm((q - f).ravel()) / max(np.linalg.norm(f.ravel()), 1e-12)))
+    out = {n: float(np.mean(v)) for n, v in rel.items()}
+    out["mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+def run_outputs(path: str | Path, inputs: Sequence[np.ndarray], input_name: str, threads: int | None = None
+                ) -> list[dict[str, np.ndarray]]:
+    s = make_session(path, threads)
+    names = [o.name for o in s.get_outputs()]
+    return [dict(zip(names, s.run(names, {input_name: x}))) for x in inputs]
+
+
+# ------------------------------------------------------------------------------------------------------------ speed
+def measure_speed(paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], threads: int | None = None,
+                  repeats: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Median ms per image at batch 1 for each model, the models alternating so load changes hit all alike."""
+    sessions = [make_session(p, threads) for p in paths]
+    x = np.random.default_rng(0).random((1, 3, *hw), dtype=np.float32)
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(None, {input_name: x})
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(repeats):
+        for s, t in zip(sessions, times):
+            t0 = time.perf_counter()
+            s.run(None, {input_name: x})
+            t.append(time.perf_counter() - t0)
+    return {str(p): float(np.median(t) * 1000) for p, t in zip(paths, times)}
+
+
+# ----------------------------------------------------------------------------------------------------------- report
+def _op_counts(path: str | Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for n in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Path | None, images: Sequence[Path],
+                 info=None, *, settings: dict[str, Any] | None = None, threads: int | None = None,
+                 sensitivity=None, auto_exclude: int = 0, baseline_qdq: str | Path | None = None,
+                 repeats: int = 20) -> dict[str, Any]:
+    """Everything the report shows, as one JSON-able dict."""
+    import onnxruntime
+
+    from tools.quantize import inspect_float_model, prepare_model
+
+    info = info or inspect_float_model(float_path)
+    if settings is None:
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(q_path), load_external_data=False).metadata_props}
+        settings = json.loads(meta.get("quantization", "{}"))
+    inputs = load_inputs(images, info.input_hw)
+    with tempfile.TemporaryDirectory(prefix="quant-report-") as tmp:
+        if pre_path is None:
+            pre_path = prepare_model(float_path, Path(tmp) / "pre.onnx")
+        rows = tensor_errors(pre_path, q_path, inputs, info.input_name, threads)
+    float_outputs = run_outputs(float_path, inputs, info.input_name, threads)
+    consistency = output_consistency(float_path, q_path, inputs, info.input_name, threads, float_outputs)
+    speed_paths = [float_path, q_path] + ([baseline_qdq] if baseline_qdq else [])
+    ms = measure_speed(speed_paths, info.input_name, info.input_hw, threads, repeats)
+    ms_f, ms_q = ms[str(float_path)], ms[str(q_path)]
+    size_f, size_q = Path(float_path).stat().st_size, Path(q_path).stat().st_size
+    report: dict[str, Any] = {
+        "float_model": str(float_path),
+        "quantized_model": str(q_path),
+        "settings": settings,
+        "measured_on": {"images": [Path(p).name for p in images], "count": len(images),
+                        "note": "held-back images: not used for calibration"},
+        "speed": {"batch": 1, "threads": threads or "onnxruntime default", "repeats": repeats,
+                  "float_ms": round(ms_f, 2), "w8a8_ms": round(ms_q, 2), "ratio": round(ms_f / ms_q, 3),
+                  "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                  "onnxruntime": onnxruntime.__version__},
+        "size": {"float_bytes": size_f, "w8a8_bytes": size_q, "ratio": round(size_q / size_f, 4)},
+        "outputs": {k: round(v, 6) for k, v in consistency.items()},
+        "tensors": rows,
+        "op_counts": _op_counts(q_path),
+    }
+    if sensitivity is not None:
+        report["sensitivity"] = sensitivity.to_dict()
+    if auto_exclude and baseline_qdq:
+        base = output_consistency(float_path, baseline_qdq, inputs, info.input_name, threads, float_outputs)
+        ms_b = ms[str(baseline_qdq)]
+        report["auto_exclude"] = {"k": auto_exclude, "groups": settings.get("auto_exclude", {}).get("groups", []),
+                                  "consistency_all_int8": round(base["mean"], 6),
+                                  "consistency_with_float_groups": round(consistency["mean"], 6),
+                                  "all_int8_ms": round(ms_b, 2), "with_float_groups_ms": round(ms_q, 2),
+                                  "speed_cost": round(ms_q / ms_b, 3)}
+    return report
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def render_markdown(report: dict[str, Any], max_rows: int | None = None) -> str:
+    """The markdown report, generated only from the report dict (the same data as report.json)."""
+    s, sp, sz = report["settings"], report["speed"], report["size"]
+    lines = [f"# W8A8 quantization report: {Path(report['quantized_model']).name}", "",
+             f"Float model `{report['float_model']}`; W8A8 model `{report['quantized_model']}`.", "",
+             "## Settings", "", "| setting | value |", "|---|---|"]
+    for k in sorted(s):
+        v = s[k]
+        lines.append(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else json.dumps(v) if isinstance(v, dict) else _fmt(v)} |")
+    lines += ["", "## Speed and size", "",
+              f"Batch 1, {sp['threads']} threads, median of {sp['repeats']} alternating runs "
+              f"({sp['cpu']}, {sp['cores']} cores, onnxruntime {sp['onnxruntime']}).", "",
+              "| | float | W8A8 | ratio |", "|---|---|---|---|",
+              f"| ms / image | {_fmt(sp['float_ms'])} | {_fmt(sp['w8a8_ms'])} | {_fmt(sp['ratio'])}x faster |",
+              f"| file bytes | {sz['float_bytes']} | {sz['w8a8_bytes']} | {100 * sz['ratio']:.1f}% |", "",
+              "## Model outputs", "",
+              f"Consistency = mean over {report['measured_on']['count']} held-back images of ||q - f|| / ||f||.", "",
+              "| output | rel. L2 |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in report["outputs"].items()]
+    if "auto_exclude" in report:
+        a = report["auto_exclude"]
+        lines += ["", f"## Auto-exclude (K = {a['k']})", "",
+                  f"Groups kept float: {', '.join(a['groups'])}", "",
+                  "| | all int8 | with float groups |", "|---|---|---|",
+                  f"| mean consistency | {_fmt(a['consistency_all_int8'])} | {_fmt(a['consistency_with_float_groups'])} |",
+                  f"| ms / image | {_fmt(a['all_int8_ms'])} | {_fmt(a['with_float_groups_ms'])} |"]
+    if "sensitivity" in report:
+        sens = report["sensitivity"]
+        lines += ["", "## Sensitivity (one Conv+SiLU group float at a time)", "",
+                  f"Baseline mean consistency {_fmt(sens['baseline'])} on {sens['images']} held-back images; "
+                  "gain = baseline - consistency with the group float.", "",
+                  "| rank | group | nodes | consistency | gain |", "|---|---|---|---|---|"]
+        for i, g in enumerate(sens["groups"], 1):
+            lines.append(f"| {i} | {g['name']} | {len(g['nodes'])} | {_fmt(g['consistency'])} | {_fmt(g['gain'])} |")
+    rows = report["tensors"] if max_rows is None else report["tensors"][:max_rows]
+    lines += ["", "## Per-tensor error, worst first", "",
+              f"{len(report['tensors'])} quantized tensors; activations measured on the held-back images "
+              "(error accumulated from the input), weights on their own.", "",
+              "| # | tensor | kind | producer | op | SNR dB | cosine | MSE |", "|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        lines.append(f"| {i} | {r['tensor']} | {r['kind']} | {r['producer']} | {r['op']} | {_fmt(r['snr_db'])} | "
+                     f"{_fmt(r['cosine'])} | {_fmt(r['mse'])} |")
+    lines += ["", "## Operators in the W8A8 graph", "", "| op | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["op_counts"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    from tools.quantize import atomic_write_text
+
+    out_dir = Path(out_dir)
+    j = atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1, sort_keys=False) + "\n")
+    m = atomic_write_text(out_dir / "report.md", render_markdown(report))
+    return j, m
+
+
+# -------------------------------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    from tools.quantize import QuantizeError, inspect_float_model, select_images
+
+    p = argparse.ArgumentParser(prog="quant_report.py", description=__doc__.split("\n")[0])
+    p.add_argument("float_model")
+    p.add_argument("w8a8_model")
+    p.add_argument("--images", required=True, help="images to measure on (use ones not used for calibration)")
+    p.add_argument("--num", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("-o", "--output", required=True, help="report folder")
+    args = p.parse_args(argv)
+    try:
+        info = inspect_float_model(args.float_model)
+        images, _ = select_images(args.images, args.num, args.seed)
+        if not Path(args.w8a8_model).is_file():
+            raise QuantizeError(f"{args.w8a8_model}: model file not found")
+        report = build_report(args.float_model, args.w8a8_model, None, images, info, threads=args.threads,
+                              repeats=args.repeats)
+    except QuantizeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    j, m = write_report(report, args.output)
+    print(f"{m}\n{j}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
