@@ -73,9 +73,9 @@ def first_class_with_score(cls, a, s):
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-def dfl_box(box, a, reg_max, ax, ay, stride, buf, dist, out, row):
+def dfl_box(box, a, reg_max, bins, ax, ay, stride, buf, dist, out, row):
     """DFL for anchor column a of box (4 * reg_max, n): per side softmax over the reg_max bins, then
-    the expectation sum(p_i * i); written as letterbox-pixel xyxy into out[row]:
+    the expectation sum(p_i * bins[i]) (bins is 0..reg_max-1 for a standard DFL); written as letterbox-pixel xyxy into out[row]:
     x1 = (ax - l) * s, y1 = (ay - t) * s, x2 = (ax + r) * s, y2 = (ay + b) * s.
 
     float64 throughout, one rounding to float32 at the end. exp(x - max) (argument <= 0) is a
@@ -115,7 +115,7 @@ def dfl_box(box, a, reg_max, ax, ay, stride, buf, dist, out, row):
             e = e * e
             e = e * e
             ssum += e
-            wsum += e * i
+            wsum += e * bins[i]
         dist[side] = wsum / ssum
     out[row, 0] = np.float32((ax - dist[0]) * stride)
     out[row, 1] = np.float32((ay - dist[1]) * stride)
@@ -164,13 +164,14 @@ def topk_rows(scores, m, k):
 
 @njit(cache=True, nogil=True)
 def decode_truncated_image(
-    box_levels, cls_levels, widths, strides, logit_thr, conf, allowed, multi_label, max_candidates
+    box_levels, cls_levels, widths, strides, bins, logit_thr, conf, allowed, multi_label, max_candidates
 ):
     """Candidates of one image of a truncated head.
 
     box_levels: tuple of (4 * reg_max, H_i * W_i) float32 C-contiguous DFL logits ([side][bin],
     sides l, t, r, b); cls_levels: tuple of (nc, H_i * W_i) float32 C-contiguous class logits;
-    widths: (L,) int64 W_i; strides: (L,) float64. logit_thr: float64 prefilter bound a little below
+    widths: (L,) int64 W_i; strides: (L,) float64; bins: (reg_max,) float64 DFL bin values.
+    logit_thr: float64 prefilter bound a little below
     logit(conf); conf: float32, a candidate needs score > conf (strict). allowed: (nc,) bool class
     mask (the classes filter, applied after choosing the best class). max_candidates: cap, top scores.
     Returns (boxes (m, 4) float32, scores (m,) float32, class_ids (m,) int32, anchor_ids (m,) int64)
@@ -280,7 +281,7 @@ def decode_truncated_image(
             w = widths[l]
             y = a // w
             x = a - y * w
-            dfl_box(box_levels[l], a, reg_max, x + 0.5, y + 0.5, strides[l], buf, dist, boxes, j)
+            dfl_box(box_levels[l], a, reg_max, bins, x + 0.5, y + 0.5, strides[l], buf, dist, boxes, j)
             prev = g
     return boxes, scores, class_ids, anchor_ids
 

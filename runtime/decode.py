@@ -163,12 +163,14 @@ def decode_truncated(
     multi_label: bool = False,
     classes: Sequence[int] | None = None,
     max_candidates: int = MAX_CANDIDATES,
+    dfl_bins: Sequence[float] | None = None,
 ) -> Candidates:
     """Decode one image of a truncated head into candidates (see the module docstring for the rules).
 
     box_levels[i]: (4 * reg_max, H_i, W_i) DFL logits; cls_levels[i]: (nc, H_i, W_i) class logits;
     strides[i]: stride of level i in letterbox pixels. A leading batch axis of size 1 is accepted.
-    reg_max is inferred as channels / 4. Raises InputError on inconsistent shapes or bad arguments.
+    reg_max is inferred as channels / 4. dfl_bins: the DFL's bin values (reg_max,), 0..reg_max-1
+    when None; a checkpoint whose DFL weights were rounded carries its own. Raises InputError on inconsistent shapes or bad arguments.
     Returns candidates in anchor order.
     """
     conf = _conf32(conf_thr)
@@ -226,6 +228,10 @@ def decode_truncated(
     if not allowed.any() or total == 0:
         return Candidates.empty()
 
+    bins = np.arange(reg_max, dtype=np.float64) if dfl_bins is None else np.asarray(dfl_bins, np.float64)
+    if bins.shape != (reg_max,):
+        raise InputError(f"dfl_bins must hold reg_max={reg_max} values, got shape {bins.shape}")
+
     from . import _decode_kernels as k  # lazy: numba is imported on first decode only
 
     c64 = float(conf)
@@ -237,6 +243,7 @@ def decode_truncated(
         tuple(cls2d),
         np.asarray(widths, np.int64),
         np.asarray(strides, np.float64),
+        bins,
         t,
         conf,
         allowed,

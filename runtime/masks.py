@@ -182,11 +182,14 @@ def _check_inputs(protos, coeffs, boxes_xyxy, geometry):
             f"protos must have shape ({nm}, {geometry.proto_hw[0]}, {geometry.proto_hw[1]}) "
             f"for this geometry, got {p.shape}"
         )
-    ky, kx = geometry.y_weights.shape[1], geometry.x_weights.shape[1]
-    if (len(geometry.y_start) and int(geometry.y_start.max()) + ky > mh) or (
-        len(geometry.x_start) and int(geometry.x_start.max()) + kx > mw
-    ):
-        raise InputError(f"geometry reads outside the proto grid of shape {(mh, mw)}")
+    h, w = geometry.out_hw
+    for axis, start, weights, size, limit in (("y", geometry.y_start, geometry.y_weights, h, mh),
+                                              ("x", geometry.x_start, geometry.x_weights, w, mw)):
+        if start.shape != (size,) or weights.ndim != 2 or weights.shape[0] != size:
+            raise InputError(f"geometry {axis} tables must have shapes ({size},) and ({size}, K), "
+                             f"got {start.shape} and {weights.shape}")
+        if size and (int(start.min()) < 0 or int(start.max()) + weights.shape[1] > limit):
+            raise InputError(f"geometry reads outside the proto grid of shape {(mh, mw)}")
     c = np.ascontiguousarray(coeffs, dtype=np.float32)
     if c.ndim != 2 or c.shape[1] != nm:
         raise InputError(f"coeffs must have shape (n, {nm}), got {np.shape(coeffs)}")

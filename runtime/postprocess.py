@@ -35,7 +35,7 @@ def _decode(spec: ModelSpec, outputs: dict[str, np.ndarray], i: int, s: Postproc
     if spec.layout == STANDARD_LAYOUT:
         return decode_standard(outputs[spec.output0][i], spec.nc, s.conf, **kwargs)
     return decode_truncated([outputs[lv.box][i] for lv in spec.levels], [outputs[lv.cls][i] for lv in spec.levels],
-                            spec.strides, s.conf, **kwargs)
+                            spec.strides, s.conf, dfl_bins=spec.dfl_bins, **kwargs)
 
 
 def _extra_rows(spec: ModelSpec, outputs: dict[str, np.ndarray], i: int, anchor_ids: np.ndarray) -> np.ndarray:

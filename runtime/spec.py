@@ -51,6 +51,7 @@ class ModelSpec:
     names: tuple[str, ...]
     strides: tuple[int, ...]
     reg_max: int
+    dfl_bins: tuple[float, ...] | None  # DFL bin values when not 0..reg_max-1 (rounded checkpoints)
     nm: int
     kpt_shape: tuple[int, int] | None
     input_name: str
@@ -172,11 +173,14 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
         if strides != tuple(lv.stride for lv in levels):
             raise ModelError(f"{path}: metadata strides {list(strides)} disagree with outputs {output_names}")
         reg_max = int(metadata.get("reg_max", 16))
+        dfl_bins = tuple(float(v) for v in json.loads(metadata["dfl_bins"])) if "dfl_bins" in metadata else None
+        if dfl_bins is not None and len(dfl_bins) != reg_max:
+            raise ModelError(f"{path}: metadata dfl_bins holds {len(dfl_bins)} values, expected reg_max={reg_max}")
         nm = int(metadata.get("nm", 0)) if task == "segment" else 0
         cls_channels = _static_dim(output_shapes[levels[0].cls][1])
         if cls_channels is not None and cls_channels != len(names):
             raise ModelError(f"{path}: {len(names)} class names but {cls_channels} class channels")
-        return ModelSpec(path, TRUNCATED_LAYOUT, task, names, strides, reg_max, nm, kpt_shape, inp.name, batch,
+        return ModelSpec(path, TRUNCATED_LAYOUT, task, names, strides, reg_max, dfl_bins, nm, kpt_shape, inp.name, batch,
                          input_hw, _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), levels, proto, None,
                          dict(metadata))
 
@@ -195,6 +199,6 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
     if metadata.get("end2end", "False") == "True" or (rows is not None and rows < 4 + len(names)):
         raise ModelError(f"{path}: end-to-end (NMS-free) exports are not supported; export without nms/end2end")
     stride = int(ast.literal_eval(metadata.get("stride", "32")))
-    return ModelSpec(path, STANDARD_LAYOUT, task, names, (stride,), 0, nm, kpt_shape, inp.name, batch, input_hw,
+    return ModelSpec(path, STANDARD_LAYOUT, task, names, (stride,), 0, None, nm, kpt_shape, inp.name, batch, input_hw,
                      _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), (), proto, output_names[0],
                      dict(metadata))

@@ -29,7 +29,7 @@ def sig32(x):
     return (1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.float32)
 
 
-def ref_dense_boxes(box_levels, strides):
+def ref_dense_boxes(box_levels, strides, bins=None):
     """Dense DFL + dist2bbox over all anchors in float64 -> (N, 4) float32 xyxy letterbox pixels."""
     out = []
     for b, s in zip(box_levels, strides):
@@ -38,7 +38,8 @@ def ref_dense_boxes(box_levels, strides):
         x = b.reshape(4, r, h * w).astype(np.float64)
         e = np.exp(x - x.max(1, keepdims=True))
         p = e / e.sum(1, keepdims=True)
-        d = (p * np.arange(r, dtype=np.float64)[None, :, None]).sum(1)  # (4, HW): l, t, r, b
+        values = np.arange(r, dtype=np.float64) if bins is None else np.asarray(bins, np.float64)
+        d = (p * values[None, :, None]).sum(1)  # (4, HW): l, t, r, b
         yy, xx = np.divmod(np.arange(h * w), w)
         ax, ay = xx + 0.5, yy + 0.5
         out.append(np.stack([(ax - d[0]) * s, (ay - d[1]) * s, (ax + d[2]) * s, (ay + d[3]) * s], 1))
@@ -249,6 +250,20 @@ def test_exactly_one_candidate_known_box():
     got = decode_truncated([box[2]], [np.full((3, 1, 1), 1.0, np.float32)], [32], 0.5, multi_label=True)
     assert got.anchor_ids.tolist() == [0, 0, 0] and got.class_ids.tolist() == [0, 1, 2]
     np.testing.assert_allclose(got.boxes_xyxy, [[-224, -224, 256, 256]] * 3, atol=1e-4)
+
+
+def test_custom_dfl_bins_match_reference():
+    """Checkpoints whose DFL weights went through int8 carry their own bin values."""
+    rng = np.random.default_rng(7)
+    box, cls = make_levels(rng, SIZES_A, 5, 16)
+    bins = np.round(np.arange(16) * 127 / 15) * 15 / 127  # 0..15 rounded through an int8 grid
+    got = decode_truncated(box, cls, STRIDES, 0.001, dfl_bins=bins)
+    dense = ref_dense_boxes(box, STRIDES, bins)
+    np.testing.assert_allclose(got.boxes_xyxy, dense[got.anchor_ids], atol=1e-4)
+    plain = decode_truncated(box, cls, STRIDES, 0.001)
+    assert np.abs(plain.boxes_xyxy - got.boxes_xyxy).max() > 1e-2  # the bins really matter
+    with pytest.raises(InputError, match="dfl_bins must hold reg_max=16"):
+        decode_truncated(box, cls, STRIDES, 0.001, dfl_bins=bins[:8])
 
 
 def test_one_hot_dfl_gives_exact_distances():

@@ -392,5 +392,10 @@ def test_shared_checkpoint_parity(request, which):
     assert meta["task"] == which and meta["nc"] == "80" and meta["source_sha256"] == sha256(pt)
     assert json.loads(meta["names"])["0"] == "person" and json.loads(meta["imgsz"]) == [640, 640]
     assert {o.name: dims(o) for o in m.graph.output} == expected_shapes(which, 80, 32, 640, 640)
+    from ultralytics import YOLO
+
+    bins = YOLO(str(pt)).model.model[-1].dfl.conv.weight.flatten().tolist()
+    if bins != list(range(16)):  # these checkpoints' DFL weights went through int8: the decode needs them
+        np.testing.assert_array_equal(json.loads(meta["dfl_bins"]), np.float32(bins))
     x = np.random.default_rng(5).random((2, 3, 640, 640), dtype=np.float32)
     assert_parity(path, pt, x)

@@ -206,7 +206,7 @@ def test_geometry_tables_reproduce_full_frame_logits(form, proto_hw, out_hw):
     for k in range(4):
         my[np.arange(h), g.y_start + k] += g.y_weights[:, k]
         mx[np.arange(w), g.x_start + k] += g.x_weights[:, k]
-    got = np.einsum("yi,nij,xj->nyx", my, x, mx)
+    got = my @ x @ mx.T
     _, want = reference_for(form, protos, coeffs, np.zeros((3, 4), np.float32), out_hw)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 

@@ -175,6 +175,14 @@ def test_border_boxes_and_strict_threshold(iou_thr, want):
     np.testing.assert_array_equal(got, want)
 
 
+def test_threshold_compared_in_double_like_torchvision():
+    # float32 IoU 3/10 rounds up to 0.30000001 > 0.3 (double): suppressed, although float32(0.3) is not > itself.
+    boxes = np.array([[0, 0, 10, 1], [0, 0, 3, 1]], np.float32)
+    scores = np.array([0.9, 0.8], np.float32)
+    np.testing.assert_array_equal(check(boxes, scores, np.zeros(2, np.int64), 0.3), [0])
+    np.testing.assert_array_equal(check(boxes, scores, np.zeros(2, np.int64), float(np.float32(0.3))), [0, 1])
+
+
 def test_zero_area_boxes_never_suppress_nor_get_suppressed():
     boxes = np.array(
         [[10, 10, 10, 50], [10, 10, 10, 50], [0, 0, 100, 100], [30, 30, 30, 30], [30, 30, 30, 30]], np.float32

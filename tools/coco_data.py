@@ -115,9 +115,9 @@ def load_annotations(path: str | Path) -> CocoAnnotations:
     except OSError as exc:
         raise AnnotationError(f"{path}: annotation file cannot be read ({exc.strerror or exc})") from exc
     try:
-        dataset = json.loads(raw)
+        dataset = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{path}: annotation file is not UTF-8 JSON ({exc.reason})") from exc
+        raise AnnotationError(f"{path}: annotation file is not UTF-8 JSON ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{path}: annotation file is not valid JSON ({exc.msg} at line {exc.lineno} "
                               f"column {exc.colno})") from exc

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 if __package__ in (None, ""):  # run as `python tools/eval_coco.py`: make `tools` and `runtime` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -208,6 +208,8 @@ def evaluate_predictor(predictor, images: Sequence[ImageRecord], category_ids: S
         "path": str(Path(spec.path).resolve()),
         "sha256": file_sha256(spec.path),
         "layout": spec.layout,
+        "exported_from": spec.metadata.get("source"),
+        "exported_from_sha256": spec.metadata.get("source_sha256"),
         "classes": len(spec.names),
         "input_hw": list(spec.input_hw) if spec.input_hw else None,
         "imgsz": list(predictor.imgsz),
@@ -500,7 +502,7 @@ def parse_table(text: str) -> list[dict[str, str]]:
 
 
 # ----------------------------------------------------------------------------------------------------------- report
-def _row_report(run: ModelRun, scores: dict[str, CocoScores], cat_ids: Sequence[int]) -> dict:
+def _row_report(run: ModelRun, scores: dict[str, CocoScores]) -> dict:
     row: dict[str, Any] = {
         "label": run.label,
         "kind": run.kind,
@@ -510,7 +512,7 @@ def _row_report(run: ModelRun, scores: dict[str, CocoScores], cat_ids: Sequence[
         "seconds": run.seconds,
         "images_per_s": run.images_per_s,
         "detections": len(run.records),
-        "categories_evaluated": len(set(cat_ids)),
+        "categories_evaluated": len(set(run.category_ids)),
     }
     for iou_type, group in IOU_TYPES.items():
         row[group] = scores[iou_type].as_dict() if iou_type in scores else None
@@ -596,6 +598,10 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise EvalError(f"--{name} must be >= 1, got {value}")
+    if args.out and Path(args.out).is_dir():
+        raise EvalError(f"--out {args.out} is a folder; give the report's file name")
+    if args.save_results and Path(args.save_results).exists() and not Path(args.save_results).is_dir():
+        raise EvalError(f"--save-results {args.save_results} exists and is not a folder")
     if len({str(Path(m).resolve()) for m in args.model}) != len(args.model):
         raise EvalError(f"the same model is given twice: {', '.join(args.model)}")
 
@@ -658,7 +664,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for model_run in runs:
         scores = score_results(gt, model_run.records, selection.image_ids, model_run.iou_types,
                                cat_ids=model_run.category_ids)
-        rows.append(_row_report(model_run, scores, model_run.category_ids))
+        rows.append(_row_report(model_run, scores))
     _add_deltas(rows)
 
     # 3. Print the table, then write the files.

@@ -166,6 +166,7 @@ class _HeadInfo:
     names: dict[int, str]
     nm: int | None = None
     kpt_shape: list[int] | None = None
+    dfl_bins: list[float] | None = None  # only when the DFL weights are not exactly 0..reg_max-1
 
 
 def _load_model(pt: Path):
@@ -223,6 +224,9 @@ def _load_model(pt: Path):
         raise CheckpointError(f"{pt}: class names {sorted(names)[:5]}... do not match nc={int(head.nc)}")
 
     info = _HeadInfo(task=task, strides=strides, reg_max=reg_max, nc=int(head.nc), names=names)
+    bins = [float(v) for v in head.dfl.conv.weight.detach().float().flatten().tolist()]
+    if bins != [float(i) for i in range(reg_max)]:
+        info.dfl_bins = bins  # e.g. weights rounded through int8: the host decode must use the same values
     if task == "segment":
         info.nm = int(head.nm)
     if task == "pose":
@@ -444,6 +448,8 @@ def export_truncated(
             meta["nm"] = str(info.nm)
         if info.kpt_shape is not None:
             meta["kpt_shape"] = json.dumps(info.kpt_shape)
+        if info.dfl_bins is not None:
+            meta["dfl_bins"] = json.dumps(info.dfl_bins)
         meta.update(
             {
                 "imgsz": json.dumps([h, w]),

@@ -91,6 +91,7 @@ class Recipe:
     activation_symmetric: bool = False
     weight_symmetric: bool = True  # weights are always S8
     reduce_range: bool = False  # 7-bit weights (avoids u8*s8 pair saturation in AVX2 kernels without VNNI)
+    silu_clip: float | None = None  # clip the low end of every SiLU input range at -silu_clip (None: no clipping)
     num: int = DEFAULT_NUM  # calibration images (all if the folder holds fewer)
     seed: int = DEFAULT_SEED
     exclude: tuple[str, ...] = ()  # node names kept float
@@ -104,6 +105,8 @@ class Recipe:
             raise QuantizeError(f"--act-type must be one of {', '.join(ACT_TYPES)}, got {self.activation_type!r}")
         if self.num < 1:
             raise QuantizeError(f"--num must be >= 1, got {self.num}")
+        if self.silu_clip is not None and not self.silu_clip > 0:
+            raise QuantizeError(f"--silu-clip must be > 0, got {self.silu_clip}")
 
     def label(self) -> str:
         """Short human-readable name, e.g. 'minmax/pt/u8-asym' or 'percentile99.99/pc-rr/s8-sym'."""
@@ -111,7 +114,8 @@ class Recipe:
         w = ("pc" if self.per_channel else "pt") + ("-rr" if self.reduce_range else "")
         a = self.activation_type + ("-sym" if self.activation_symmetric else "-asym")
         ex = f"+{len(self.exclude)}float" if self.exclude else ""
-        return f"{m}/{w}/{a}{ex}"
+        sc = f"/siluclip{self.silu_clip:g}" if self.silu_clip else ""
+        return f"{m}/{w}/{a}{sc}{ex}"
 
 
 DEFAULT_RECIPE = Recipe()
@@ -399,12 +403,51 @@ def conv_groups(model_or_path) -> dict[str, list[str]]:
     return groups
 
 
+def silu_inputs(model) -> list[str]:
+    """Tensors x that feed a SiLU written as Mul(x, Sigmoid(x))."""
+    sig_out = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Sigmoid"}
+    found = []
+    for n in model.graph.node:
+        if n.op_type == "Mul" and len(n.input) == 2:
+            a, b = n.input
+            for x, s in ((a, b), (b, a)):
+                if sig_out.get(s) == x and x not in found:
+                    found.append(x)
+    return found
+
+
+def adjust_ranges(calib_cache: str | Path, pre_path: str | Path, recipe: Recipe, out_path: str | Path) -> Path:
+    """Apply range tricks of ``recipe`` to a calibration table; returns the table to quantize with.
+
+    ``silu_clip``: the low end of a SiLU input's range is raised to -silu_clip. SiLU is flat there
+    (|SiLU(x)| < 0.003 for x < -8), but minmax ranges of pre-SiLU conv outputs often reach -100, which wastes most
+    of the 8-bit levels of the conv output and of the sigmoid/mul that read it.
+    """
+    import onnx
+    from onnxruntime.quantization.calibrate import TensorData, load_tensors_data, save_tensors_data
+
+    if not recipe.silu_clip:
+        return Path(calib_cache)
+    table = load_tensors_data(calib_cache)
+    model = onnx.load(str(pre_path), load_external_data=False)
+    floor = np.float32(-recipe.silu_clip)
+    for name in silu_inputs(model):
+        if name in table:
+            td = table[name]
+            lo, hi = td.range_value
+            lo = np.maximum(np.asarray(lo, dtype=np.float32), floor).astype(np.float32)
+            table.data[name] = TensorData(lowest=lo, highest=np.asarray(hi, dtype=np.float32))
+    save_tensors_data(table, out_path)
+    return Path(out_path)
+
+
 def build_qdq(pre_path: str | Path, calib_cache: str | Path, recipe: Recipe, out_path: str | Path) -> Path:
     """quantize_static (QDQ) of the pre-processed model with the ranges of ``calib_cache``; no recalibration."""
     from onnxruntime.quantization import QuantFormat, quantize_static
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     act, wt = _qtypes(recipe)
+    calib_cache = adjust_ranges(calib_cache, pre_path, recipe, Path(out_path).with_suffix(".ranges.json"))
     method = load_tensors_data(calib_cache).calibration_method
     extra = {"ActivationSymmetric": recipe.activation_symmetric, "WeightSymmetric": recipe.weight_symmetric}
     with _quiet():
@@ -428,6 +471,7 @@ def quantization_settings(recipe: Recipe, info: ModelInfo, n_images: int) -> dic
         "activation_symmetric": recipe.activation_symmetric,
         "weight_symmetric": recipe.weight_symmetric,
         "reduce_range": recipe.reduce_range,
+        "silu_clip": recipe.silu_clip,
         "calibration_images": n_images,
         "calibration_seed": recipe.seed,
         "excluded_nodes": list(recipe.exclude),
@@ -575,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="symmetric activation ranges")
     p.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=d.reduce_range,
                    help="7-bit weights")
+    p.add_argument("--silu-clip", type=float, default=d.silu_clip, metavar="C",
+                   help="raise the low end of SiLU input ranges to -C (0 or negative: off)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names to keep float")
     p.add_argument("--auto-exclude", type=int, default=0, metavar="K",
                    help="keep the K most sensitive Conv+SiLU groups float (runs the sensitivity analysis)")
@@ -594,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
 def recipe_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> Recipe:
     return Recipe(method=args.method, percentile=args.percentile, per_channel=args.per_channel,
                   activation_type=args.act_type, activation_symmetric=args.act_symmetric,
-                  reduce_range=args.reduce_range, num=args.num, seed=args.seed, exclude=tuple(exclude))
+                  reduce_range=args.reduce_range,
+                  silu_clip=args.silu_clip if args.silu_clip and args.silu_clip > 0 else None, num=args.num, seed=args.seed, exclude=tuple(exclude))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

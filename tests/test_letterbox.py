@@ -1,0 +1,52 @@
+"""Letterbox plans and pixels against Ultralytics' LetterBox and scale_boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.letterbox import letterbox_into, plan_letterbox
+
+SHAPES = [(1080, 810), (720, 1280), (480, 640), (640, 640), (333, 517), (17, 1000), (1, 3000), (2000, 3)]
+
+
+def _image(hw, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (*hw, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["square", "minimal_padding"])
+@pytest.mark.parametrize("src_hw", SHAPES, ids=[f"{h}x{w}" for h, w in SHAPES])
+@pytest.mark.parametrize("target", [(640, 640), (320, 320), (384, 640)], ids=["640", "320", "384x640"])
+def test_pixels_match_ultralytics(src_hw, target, auto):
+    torch = pytest.importorskip("torch")
+    from ultralytics.data.augment import LetterBox
+
+    image = _image(src_hw)
+    ref = LetterBox(target, auto=auto, stride=32)(image=image)
+    ref = torch.from_numpy(ref[None]).permute(0, 3, 1, 2).flip(1).float().div_(255)[0].numpy()
+    plan = plan_letterbox(src_hw, target, auto=auto, stride=32)
+    assert plan.dst_hw == ref.shape[1:]
+    out = np.full((3, *plan.dst_hw), -1, np.float32)
+    letterbox_into(image, plan, out)
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["square", "minimal_padding"])
+@pytest.mark.parametrize("src_hw", SHAPES, ids=[f"{h}x{w}" for h, w in SHAPES])
+def test_boxes_to_source_matches_scale_boxes(src_hw, auto):
+    torch = pytest.importorskip("torch")
+    from ultralytics.utils.ops import scale_boxes
+
+    plan = plan_letterbox(src_hw, (640, 640), auto=auto)
+    rng = np.random.default_rng(1)
+    h, w = plan.dst_hw
+    xy = rng.uniform(-20, [w + 20, h + 20], (50, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0, 200, (50, 2))], 1).astype(np.float32)
+    ref = scale_boxes(plan.dst_hw, torch.from_numpy(boxes.copy()), src_hw).numpy()
+    np.testing.assert_allclose(plan.boxes_to_source(boxes), ref, rtol=1e-6, atol=1e-4)
+
+
+def test_letterbox_into_rejects_wrong_buffer():
+    plan = plan_letterbox((100, 200), (64, 64))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        letterbox_into(_image((100, 200)), plan, np.zeros((3, 64, 32), np.float32))

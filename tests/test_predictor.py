@@ -1,0 +1,193 @@
+"""Predictor behaviour: sources, batching, threads, options, standard exports and errors."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import InputError, ModelError, Predictor
+
+pytest.importorskip("ultralytics")
+
+from conftest import RANDOM_IMGSZ  # noqa: E402
+from test_parity import Detections, adaptive_conf, asset_images, match  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    bus, zidane = (cv2.imread(str(p)) for p in asset_images())
+    return [bus, zidane, cv2.resize(bus, (333, 517))]
+
+
+def _same(a, b, atol=1e-3) -> None:
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a.xyxy, b.xyxy, atol=atol)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    np.testing.assert_array_equal(a.class_ids, b.class_ids)
+    if a.masks is not None:
+        assert (a.masks != b.masks).mean() < 1e-4
+
+
+def test_sources_path_folder_array_and_list_agree(random_seg_onnx, tmp_path):
+    predictor = Predictor(random_seg_onnx, conf=0.3)
+    paths = asset_images()
+    for p in paths:
+        shutil.copy(p, tmp_path / p.name)
+    by_path = [predictor.predict(str(p))[0] for p in paths]
+    by_folder = predictor.predict(tmp_path)
+    by_array = predictor.predict([cv2.imread(str(p)) for p in paths])
+    by_list = predictor.predict([str(paths[0]), Path(paths[1])])
+    assert [Path(r.path).name for r in by_folder] == sorted(p.name for p in paths)
+    for group in (by_folder, by_array, by_list):
+        for ours, ref in zip(group, by_path):
+            _same(ours, ref, atol=0)
+    assert len(by_path[0]) > 0
+
+
+def test_batch_of_different_sizes_equals_single_images(random_seg_onnx, images):
+    single = Predictor(random_seg_onnx, conf=0.3)
+    batched = Predictor(random_seg_onnx, conf=0.3, batch=3)
+    together = batched.predict(images)
+    for image, result in zip(images, together):
+        _same(result, single.predict(image)[0])
+    assert [r.orig_hw for r in together] == [im.shape[:2] for im in images]
+
+
+def test_fixed_batch_model_pads_last_chunk(random_seg_pt, export_onnx, random_seg_onnx, images):
+    fixed = export_onnx(random_seg_pt, imgsz=RANDOM_IMGSZ, batch=2)
+    predictor = Predictor(fixed, conf=0.3)
+    assert predictor.spec.batch == 2 and predictor.batch == 2
+    reference = Predictor(random_seg_onnx, conf=0.3).predict(images)
+    results = predictor.predict(images)  # 3 images: one full chunk and one padded chunk
+    for ours, ref in zip(results, reference):
+        _same(ours, ref)
+
+
+def test_predict_is_thread_safe(random_seg_onnx, images):
+    predictor = Predictor(random_seg_onnx, conf=0.3, threads=1)
+    reference = predictor.predict(images)
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(lambda _: predictor.predict(images), range(8)))
+    for run in runs:
+        for ours, ref in zip(run, reference):
+            _same(ours, ref, atol=0)
+
+
+def test_options_classes_max_det_agnostic(random_detect_onnx, images):
+    base = Predictor(random_detect_onnx, conf=0.3).predict(images[0])[0]
+    assert len(base) > 5
+    cls = int(base.class_ids[0])
+    only = Predictor(random_detect_onnx, conf=0.3, classes=[cls]).predict(images[0])[0]
+    assert len(only) and set(only.class_ids.tolist()) == {cls}
+    assert len(Predictor(random_detect_onnx, conf=0.3, max_det=3).predict(images[0])[0]) == 3
+    agnostic = Predictor(random_detect_onnx, conf=0.3, agnostic=True).predict(images[0])[0]
+    assert 0 < len(agnostic) <= len(base)
+    multi = Predictor(random_detect_onnx, conf=0.3, multi_label=True).predict(images[0])[0]
+    assert len(multi) >= len(base)
+
+
+def test_result_indexing(random_seg_onnx, images):
+    result = Predictor(random_seg_onnx, conf=0.3).predict(images[0])[0]
+    assert len(result[0]) == 1 and len(result[1:3]) == 2
+    keep = result.scores > np.median(result.scores)
+    sub = result[keep]
+    assert len(sub) == keep.sum() and sub.masks.shape[0] == keep.sum()
+    assert result.class_names[0] == result.names[result.class_ids[0]]
+
+
+def test_standard_ultralytics_export_gives_same_results(random_seg_pt, random_seg_onnx, tmp_path):
+    """Users' existing Ultralytics ONNX files (output0 + output1) run through the same Predictor."""
+    from ultralytics import YOLO
+
+    pt = tmp_path / "model.pt"
+    shutil.copy(random_seg_pt, pt)
+    standard = YOLO(str(pt)).export(format="onnx", imgsz=RANDOM_IMGSZ, dynamic=False, verbose=False)
+    for image in asset_images():
+        conf = adaptive_conf(random_seg_pt, image, RANDOM_IMGSZ, rect=False)
+        ours = Predictor(random_seg_onnx, conf=conf).predict(str(image))[0]
+        theirs = Predictor(standard, conf=conf).predict(str(image))[0]
+        assert Predictor(standard).spec.layout == "standard"
+        a = Detections(ours.xyxy, ours.scores, ours.class_ids, ours.masks)
+        b = Detections(theirs.xyxy, theirs.scores, theirs.class_ids, theirs.masks)
+        pairs, n_b, _, unmatched = match(b, a, conf)
+        assert len(pairs) >= n_b > 10 and unmatched == 0
+
+
+def test_pose_keypoints_match_ultralytics(random_pose_pt, random_pose_onnx):
+    from ultralytics import YOLO
+
+    image = asset_images()[0]
+    conf = adaptive_conf(random_pose_pt, image, RANDOM_IMGSZ, rect=False, rank=10)
+    theirs = YOLO(str(random_pose_pt)).predict(str(image), conf=conf, imgsz=RANDOM_IMGSZ, rect=False,
+                                                verbose=False)[0]
+    ours = Predictor(random_pose_onnx, conf=conf).predict(str(image))[0]
+    a = Detections(theirs.boxes.xyxy.numpy(), theirs.boxes.conf.numpy(), theirs.boxes.cls.numpy().astype(int))
+    b = Detections(ours.xyxy, ours.scores, ours.class_ids)
+    pairs, n_theirs, _, _ = match(a, b, conf)
+    assert len(pairs) >= n_theirs >= 5
+    kpts = theirs.keypoints.data.numpy()
+    for i, j in pairs:
+        np.testing.assert_allclose(ours.keypoints[j, :, :2], kpts[i, :, :2], atol=0.05)
+        np.testing.assert_allclose(ours.keypoints[j, :, 2], kpts[i, :, 2], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+def test_missing_model_says_how_to_export(tmp_path):
+    with pytest.raises(ModelError, match=r"missing\.onnx.*tools/export\.py"):
+        Predictor(tmp_path / "missing.onnx")
+
+
+def test_garbage_model_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"definitely not a protobuf")
+    with pytest.raises(ModelError, match=r"bad\.onnx: not a loadable ONNX model"):
+        Predictor(bad)
+
+
+def test_onnx_without_yolo_metadata(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 32, 32])])
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ModelError, match=r"plain\.onnx: ONNX metadata lacks 'task'/'names'"):
+        Predictor(path)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    ({"conf": 1.5}, "conf must be within"),
+    ({"iou": -0.1}, "iou must be within"),
+    ({"max_det": 0}, "max_det must be"),
+    ({"classes": [99]}, "out of range"),
+    ({"imgsz": 640}, "fixed at 320x320"),
+    ({"batch": 0}, "batch must be"),
+], ids=["conf", "iou", "max_det", "classes", "imgsz", "batch"])
+def test_bad_arguments(random_detect_onnx, kwargs, pattern):
+    with pytest.raises(InputError, match=pattern):
+        Predictor(random_detect_onnx, **kwargs)
+
+
+def test_bad_sources(random_detect_onnx, tmp_path):
+    predictor = Predictor(random_detect_onnx)
+    with pytest.raises(InputError, match=r"nope\.jpg: no such file"):
+        predictor.predict(tmp_path / "nope.jpg")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(InputError, match=r"corrupt\.jpg: cannot be read as an image"):
+        predictor.predict(corrupt)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"empty: folder holds no images"):
+        predictor.predict(empty)
+    with pytest.raises(InputError, match="must be uint8"):
+        predictor.predict(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(InputError, match="unsupported source"):
+        predictor.predict([42])
