@@ -59,7 +59,8 @@ cdef Py_ssize_t _region(
     Scratch: ``logits`` >= mh*mw floats, ``hbuf`` >= mh*(c1-c0) floats, ``acc`` >= c1-c0 floats.
     Returns the number of pixels set to 1.
     """
-    cdef Py_ssize_t r, c, k, m, s, pr0, pr1, px0, px1, wh, ww, bw = c1 - c0, area = 0
+    cdef Py_ssize_t r, c, k, m, s, pr0, pr1, px0, px1, wh, ww, bw = c1 - c0, row_area = 0
+    cdef uint8_t* orow
     cdef const float* src
     cdef const float* w
     cdef float* dst
@@ -107,25 +108,25 @@ cdef Py_ssize_t _region(
                 v += w[k] * lrow[s + k]
             hrow[c] = v
 
-    # Vertical taps over the box rows, threshold straight into the output.
+    # Vertical taps over the box rows (zero taps skipped: adding 0 * h changes nothing), then
+    # threshold straight into the output.
     for r in range(r0, r1):
         s = t.ys[r] - pr0
         w = t.yw + r * t.ky
-        hrow = hbuf + s * bw
-        for c in range(bw):
-            acc[c] = w[0] * hrow[c]
-        for k in range(1, t.ky):
-            hrow = hbuf + (s + k) * bw
+        memset(acc, 0, bw * sizeof(float))
+        for k in range(t.ky):
             cm = w[k]
+            if cm == 0:
+                continue
+            hrow = hbuf + (s + k) * bw
             for c in range(bw):
                 acc[c] += cm * hrow[c]
+        orow = out + (r - r0) * out_stride
         for c in range(bw):
-            if acc[c] > 0:
-                out[(r - r0) * out_stride + c] = 1
-                area += 1
-            else:
-                out[(r - r0) * out_stride + c] = 0
-    return area
+            orow[c] = acc[c] > 0  # branch-free; NaN -> 0 like torch.gt
+        for c in range(bw):
+            row_area += orow[c]
+    return row_area
 
 
 cdef inline int _box_region(const float* box, Py_ssize_t H, Py_ssize_t W,
@@ -196,30 +197,53 @@ def assemble(
     free(acc)
 
 
-cdef inline Py_ssize_t _to_string(const int64_t* cnts, Py_ssize_t m, char* s) noexcept nogil:
-    """pycocotools' rleToString: LEB128-like, 5 bits per char, chars 48..111, deltas from i > 2."""
-    cdef Py_ssize_t i, p = 0
-    cdef long long x
-    cdef int more
+cdef struct RleWriter:
+    # pycocotools' rleToString applied to counts as they are produced: only the counts two
+    # places back are needed (delta coding from the fourth count on).
+    char* buf
+    Py_ssize_t cap
+    Py_ssize_t used
+    Py_ssize_t m        # counts written for the current mask
+    int64_t prev1       # count m - 1
+    int64_t prev2       # count m - 2
+    int failed
+
+
+cdef inline void _rle_start(RleWriter* w) noexcept nogil:
+    w.m = 0
+    w.prev1 = 0
+    w.prev2 = 0
+
+
+cdef inline void _rle_put(RleWriter* w, int64_t count) noexcept nogil:
+    """Append one count: LEB128-like, 5 bits per char, chars 48..111, x -= cnts[i-2] for i > 2."""
+    cdef long long x = count
+    cdef int more = 1
     cdef char c
-    for i in range(m):
-        x = cnts[i]
-        if i > 2:
-            x -= cnts[i - 2]
-        more = 1
-        while more:
-            c = <char> (x & 0x1f)
-            x >>= 5
-            if c & 0x10:
-                more = x != -1
-            else:
-                more = x != 0
-            if more:
-                c |= 0x20
-            c += 48
-            s[p] = c
-            p += 1
-    return p
+    cdef char* grown
+    if w.used + 16 > w.cap:  # a 64-bit value needs at most 13 chars
+        grown = <char*> realloc(w.buf, 2 * w.cap + 16)
+        if grown == NULL:
+            w.failed = 1
+            return
+        w.buf = grown
+        w.cap = 2 * w.cap + 16
+    if w.m > 2:
+        x -= w.prev2
+    while more:
+        c = <char> (x & 0x1f)
+        x >>= 5
+        if c & 0x10:
+            more = x != -1
+        else:
+            more = x != 0
+        if more:
+            c |= 0x20
+        w.buf[w.used] = c + 48
+        w.used += 1
+    w.prev2 = w.prev1
+    w.prev1 = count
+    w.m += 1
 
 
 @cython.boundscheck(False)
@@ -238,10 +262,11 @@ def encode_rle(
 
     Same inputs as ``assemble`` (output size is (len(y_start), len(x_start))); returns a list of
     ``n`` bytes objects (pycocotools' ``counts``) and fills ``areas`` (n,) int64.
+    Runs are column-major (Fortran order) and start with a run of zeros, as pycocotools' rleEncode.
     """
     cdef Py_ssize_t n = coeffs.shape[0], nm = protos.shape[0], mh = protos.shape[1], mw = protos.shape[2]
     cdef Py_ssize_t H = y_start.shape[0], W = x_start.shape[0]
-    cdef Py_ssize_t i, r0, r1, c0, c1, x, y, bw, k, max_region = 0, cap = 0, used = 0, need, nbytes
+    cdef Py_ssize_t i, r0, r1, c0, c1, x, y, bw, max_region = 0
     cdef int64_t run
     cdef uint8_t p, v
     cdef Tables t
@@ -249,14 +274,8 @@ def encode_rle(
     cdef float* hbuf = NULL
     cdef float* acc = NULL
     cdef uint8_t* region = NULL
-    cdef int64_t* cnts = NULL
-    cdef char* blob = NULL
-    cdef char* grown
-    cdef int failed = 0
-    cdef int64_t[::1] offsets
-    import numpy as np
-    offsets_arr = np.zeros(n + 1, dtype=np.int64)
-    offsets = offsets_arr
+    cdef RleWriter wr
+    cdef Py_ssize_t* offsets = NULL
     if n == 0:
         return []
     for i in range(n):
@@ -270,84 +289,71 @@ def encode_rle(
         t.xw = &x_weights[0, 0]
         t.ky = y_weights.shape[1]
         t.kx = x_weights.shape[1]
+    wr.cap = 64 * n + 1024
+    wr.used = 0
+    wr.failed = 0
+    wr.buf = <char*> malloc(wr.cap)
     logits = <float*> malloc((mh * mw + 1) * sizeof(float))
     hbuf = <float*> malloc((mh * W + 1) * sizeof(float))
     acc = <float*> malloc((W + 1) * sizeof(float))
     region = <uint8_t*> malloc(max_region + 1)
-    cnts = <int64_t*> malloc((2 * max_region + 2) * sizeof(int64_t))  # <= 2 * area + 1 runs
-    cap = 64 * n + 7 * (2 * max_region + 2)
-    blob = <char*> malloc(cap)
-    if logits == NULL or hbuf == NULL or acc == NULL or region == NULL or cnts == NULL or blob == NULL:
-        failed = 1
-    if not failed:
+    offsets = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
+    if wr.buf == NULL or logits == NULL or hbuf == NULL or acc == NULL or region == NULL or offsets == NULL:
+        wr.failed = 1
+    if not wr.failed:
+        offsets[0] = 0
         with nogil:
             for i in range(n):
                 areas[i] = 0
-                k = 0
-                p = 0
-                run = 0
+                _rle_start(&wr)
                 if H > 0 and W > 0 and _box_region(&boxes[i, 0], H, W, &r0, &r1, &c0, &c1):
                     bw = c1 - c0
                     areas[i] = _region(&protos[0, 0, 0], nm, mh, mw, &coeffs[i, 0], &t, r0, r1, c0, c1,
                                        logits, hbuf, acc, region, bw)
+                    # Walk the mask column by column; p is the value of the current run.
+                    p = 0
                     run = c0 * H  # whole zero columns left of the box
                     for x in range(bw):
-                        # rows above the box are zeros
-                        if r0 > 0:
+                        if r0 > 0:  # zero rows above the box
                             if p:
-                                cnts[k] = run
-                                k += 1
+                                _rle_put(&wr, run)
                                 run = 0
                                 p = 0
                             run += r0
                         for y in range(r1 - r0):
                             v = region[y * bw + x]
                             if v != p:
-                                cnts[k] = run
-                                k += 1
+                                _rle_put(&wr, run)
                                 run = 0
                                 p = v
                             run += 1
-                        # rows below the box, then (after the last box column) whole zero columns
-                        if H - r1 > 0:
+                        if r1 < H:  # zero rows below the box
                             if p:
-                                cnts[k] = run
-                                k += 1
+                                _rle_put(&wr, run)
                                 run = 0
                                 p = 0
                             run += H - r1
-                    if W - c1 > 0:
+                    if c1 < W:  # whole zero columns right of the box
                         if p:
-                            cnts[k] = run
-                            k += 1
+                            _rle_put(&wr, run)
                             run = 0
                             p = 0
                         run += (W - c1) * H
                 else:
                     run = H * W
-                cnts[k] = run
-                k += 1
-                need = used + 7 * k + 1
-                if need > cap:
-                    while cap < need:
-                        cap *= 2
-                    grown = <char*> realloc(blob, cap)
-                    if grown == NULL:
-                        failed = 1
-                        break
-                    blob = grown
-                nbytes = _to_string(cnts, k, blob + used)
-                used += nbytes
-                offsets[i + 1] = used
+                _rle_put(&wr, run)
+                if wr.failed:
+                    break
+                offsets[i + 1] = wr.used
     result = None
-    if not failed:
-        result = [PyBytes_FromStringAndSize(blob + offsets[i], offsets[i + 1] - offsets[i]) for i in range(n)]
+    if not wr.failed:
+        result = [PyBytes_FromStringAndSize(wr.buf + offsets[i], offsets[i + 1] - offsets[i]) for i in range(n)]
     free(logits)
     free(hbuf)
     free(acc)
     free(region)
-    free(cnts)
-    free(blob)
-    if failed:
+    free(offsets)
+    free(wr.buf)
+    if wr.failed:
         raise MemoryError()
     return result

@@ -183,9 +183,14 @@ def _check_inputs(protos, coeffs, boxes_xyxy, geometry):
             f"for this geometry, got {p.shape}"
         )
     h, w = geometry.out_hw
-    for axis, start, weights, size, limit in (("y", geometry.y_start, geometry.y_weights, h, mh),
-                                              ("x", geometry.x_start, geometry.x_weights, w, mw)):
-        if start.shape != (size,) or weights.ndim != 2 or weights.shape[0] != size:
+    tables = (
+        np.ascontiguousarray(geometry.y_start, dtype=np.int64),
+        np.ascontiguousarray(geometry.y_weights, dtype=np.float32),
+        np.ascontiguousarray(geometry.x_start, dtype=np.int64),
+        np.ascontiguousarray(geometry.x_weights, dtype=np.float32),
+    )
+    for axis, start, weights, size, limit in (("y", *tables[:2], h, mh), ("x", *tables[2:], w, mw)):
+        if start.shape != (size,) or weights.ndim != 2 or weights.shape[0] != size or weights.shape[1] < 1:
             raise InputError(f"geometry {axis} tables must have shapes ({size},) and ({size}, K), "
                              f"got {start.shape} and {weights.shape}")
         if size and (int(start.min()) < 0 or int(start.max()) + weights.shape[1] > limit):
@@ -197,12 +202,6 @@ def _check_inputs(protos, coeffs, boxes_xyxy, geometry):
     b = np.ascontiguousarray(boxes_xyxy, dtype=np.float32)
     if b.shape != (n, 4):
         raise InputError(f"boxes_xyxy must have shape ({n}, 4), got {np.shape(boxes_xyxy)}")
-    tables = (
-        np.ascontiguousarray(geometry.y_start, dtype=np.int64),
-        np.ascontiguousarray(geometry.y_weights, dtype=np.float32),
-        np.ascontiguousarray(geometry.x_start, dtype=np.int64),
-        np.ascontiguousarray(geometry.x_weights, dtype=np.float32),
-    )
     return p, c, b, tables
 
 
