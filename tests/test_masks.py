@@ -328,9 +328,16 @@ def test_bad_input_raises(protos_shape, coeffs_shape, boxes_shape, match):
 
 
 def test_bad_geometry_raises():
+    args = (np.zeros((NM, 20, 20), np.float32), np.zeros((1, NM), np.float32), np.zeros((1, 4), np.float32))
     with pytest.raises(InputError, match="MaskGeometry"):
-        assemble_masks(np.zeros((NM, 160, 160), np.float32), np.zeros((1, NM), np.float32),
-                       np.zeros((1, 4), np.float32), None)
+        assemble_masks(*args, None)
+    g = letterbox_mask_geometry((20, 20), (80, 80))
+    short = MaskGeometry((80, 80), g.y_start[:-1], g.y_weights[:-1], g.x_start, g.x_weights)
+    with pytest.raises(InputError, match=r"y tables must have shapes \(80,\) and \(80, K\), got \(79,\)"):
+        assemble_masks(*args, short)
+    outside = MaskGeometry((80, 80), g.y_start, g.y_weights, g.x_start + 1, g.x_weights)
+    with pytest.raises(InputError, match="outside the proto grid"):
+        encode_masks_rle(*args, outside)
 
 
 # ----------------------------------------------------------------------------------------------
