@@ -1,4 +1,11 @@
-"""Build the Cython kernels in ext/ as private modules of the runtime package."""
+"""Build the kernels in ext/ as private modules of the runtime package.
+
+Cython: runtime._nms, runtime._masks, runtime._preprocess. Numba, ahead of time: runtime._decode_aot
+(from runtime/_decode_kernels.py; see ext/decode_aot.py).
+"""
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
@@ -18,4 +25,13 @@ EXTENSIONS = [
     Extension("runtime._preprocess", ["ext/preprocess.pyx"], extra_compile_args=["-O3"]),
 ]
 
-setup(ext_modules=cythonize(EXTENSIONS, compiler_directives=COMPILER_DIRECTIVES))
+
+def decode_aot_extension():
+    root = Path(__file__).resolve().parent
+    spec = importlib.util.spec_from_file_location("decode_aot", root / "ext" / "decode_aot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.decode_aot_compiler(root).distutils_extension()
+
+
+setup(ext_modules=cythonize(EXTENSIONS, compiler_directives=COMPILER_DIRECTIVES) + [decode_aot_extension()])

@@ -34,8 +34,10 @@ Speed: the class maps are scanned once in logit space (row-streaming running max
 ``logit(conf)`` lowered by a tiny margin, so only prefiltered anchors pay for a sigmoid (then the exact
 float32 test), and only kept candidates pay for the DFL softmax (after the cap, once per anchor). One
 Numba call per image does the whole decode, cap included (an O(n) radix select, no sort). The kernels
-live in :mod:`runtime._decode_kernels` and are imported lazily (importing this module does not import
-numba); they release the GIL. Their machine code is cached on disk in ``runtime/__pycache__``
+live in :mod:`runtime._decode_kernels`. The install compiles them ahead of time into
+:mod:`runtime._decode_aot` (3- and 4-level heads and the standard layout), which imports without Numba;
+otherwise they run under Numba's JIT, imported lazily, releasing the GIL, with machine code cached on
+disk in ``runtime/__pycache__``
 (``_decode_kernels.<kernel>-<line>.py3XX.nbi`` index + ``.nbc`` code), or under ``NUMBA_CACHE_DIR`` when
 set, or numba's per-user cache directory when ``__pycache__`` is not writable; only the first process
 (per machine and per edit of the kernel file) compiles, which takes a few seconds.
@@ -46,6 +48,7 @@ other classes when it sits in class 0).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -151,6 +154,40 @@ def _wrap(out) -> Candidates:
     return Candidates(boxes, scores, class_ids, anchor_ids)
 
 
+# ------------------------------------------------------------------------------------------------ kernels
+
+
+@functools.lru_cache(maxsize=None)
+def truncated_kernel(levels: int):
+    """decode_truncated_image compiled for ``levels`` pyramid levels.
+
+    The ahead-of-time build (runtime._decode_aot, made from the same Numba source at install) imports
+    without Numba or LLVM, so a cold process stays fast and small; other level counts, or a tree
+    without the build, use Numba's JIT with its on-disk cache. Numba is imported only then.
+    """
+    try:
+        from . import _decode_aot
+
+        return getattr(_decode_aot, f"decode_truncated_image_{levels}")
+    except (ImportError, AttributeError):
+        from . import _decode_kernels
+
+        return _decode_kernels.decode_truncated_image
+
+
+@functools.lru_cache(maxsize=None)
+def standard_kernel():
+    """decode_standard_image: ahead-of-time build when present, else Numba's JIT."""
+    try:
+        from . import _decode_aot
+
+        return _decode_aot.decode_standard_image
+    except ImportError:
+        from . import _decode_kernels
+
+        return _decode_kernels.decode_standard_image
+
+
 # ------------------------------------------------------------------------------------------------ API
 
 
@@ -232,13 +269,11 @@ def decode_truncated(
     if bins.shape != (reg_max,):
         raise InputError(f"dfl_bins must hold reg_max={reg_max} values, got shape {bins.shape}")
 
-    from . import _decode_kernels as k  # lazy: numba is imported on first decode only
-
     c64 = float(conf)
     t = -math.inf if c64 <= 0.0 else (math.inf if c64 >= 1.0 else math.log(c64 / (1.0 - c64)))
     if math.isfinite(t):
         t -= 1e-6 * (1.0 + abs(t))  # prefilter margin; the exact float32 test follows in the kernel
-    out = k.decode_truncated_image(
+    out = truncated_kernel(nl)(
         tuple(boxes2d),
         tuple(cls2d),
         np.asarray(widths, np.int64),
@@ -280,9 +315,7 @@ def decode_standard(
     if not allowed.any() or p.shape[1] == 0:
         return Candidates.empty()
 
-    from . import _decode_kernels as k
-
-    return _wrap(k.decode_standard_image(p, nc, conf, allowed, bool(multi_label), cap))
+    return _wrap(standard_kernel()(p, nc, conf, allowed, bool(multi_label), cap))
 
 
 def gather_anchor_rows(levels, anchor_ids: np.ndarray) -> np.ndarray:

@@ -530,3 +530,47 @@ def test_numba_kernels_are_cached_across_processes(tmp_path):
     second = run()
     for name, (hits, misses, nsig) in second.items():
         assert hits == 1 and misses == 0, (name, second)  # loaded from disk, nothing recompiled
+
+
+# ----------------------------------------------------------------------------------- ahead-of-time build
+@pytest.mark.parametrize("levels", [3, 4])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_ahead_of_time_build_equals_jit(levels, multi_label):
+    """runtime._decode_aot is the same Numba source compiled at install: results must be identical."""
+    aot = pytest.importorskip("runtime._decode_aot")
+    from runtime import _decode_kernels as jit
+
+    rng = np.random.default_rng(levels + 10 * multi_label)
+    sizes = [(16, 12), (8, 6), (4, 3), (2, 2)][:levels]
+    box, cls = make_levels(rng, sizes, 80, 16)
+    args = (tuple(b.reshape(64, -1) for b in box), tuple(c.reshape(80, -1) for c in cls),
+            np.array([w for _, w in sizes], np.int64), np.array(STRIDES * 2, np.float64)[:levels],
+            np.arange(16, dtype=np.float64), float(np.log(0.05 / 0.95)) - 1e-6, np.float32(0.05),
+            np.ones(80, bool), multi_label, 30000)
+    got = getattr(aot, f"decode_truncated_image_{levels}")(*args)
+    want = jit.decode_truncated_image(*args)
+    assert len(want[0]) > 0
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    pred = rng.random((4 + 80 + 32, 500), dtype=np.float32)
+    std_args = (pred, 80, np.float32(0.5), np.ones(80, bool), multi_label, 30000)
+    for a, b in zip(aot.decode_standard_image(*std_args), jit.decode_standard_image(*std_args)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_installed_decode_runs_without_numba():
+    """A cold process decodes through the ahead-of-time build and never imports Numba or LLVM."""
+    pytest.importorskip("runtime._decode_aot")
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from runtime.decode import decode_truncated
+        box = [np.zeros((64, h, h), np.float32) for h in (4, 2, 1)]
+        cls = [np.full((3, h, h), 2.0, np.float32) for h in (4, 2, 1)]
+        assert len(decode_truncated(box, cls, [8, 16, 32], 0.25)) == 21
+        print(",".join(m for m in ("numba", "llvmlite") if m in sys.modules))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == ""
