@@ -31,7 +31,7 @@ def decode_aot_extension():
     spec = importlib.util.spec_from_file_location("decode_aot", root / "ext" / "decode_aot.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.decode_aot_compiler(root).distutils_extension()
+    return module.decode_aot_extension(root)
 
 
 setup(ext_modules=cythonize(EXTENSIONS, compiler_directives=COMPILER_DIRECTIVES) + [decode_aot_extension()])

@@ -8,23 +8,34 @@ for level counts not compiled here and for development.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 LEVEL_COUNTS = (3, 4)  # P3-P5 models and P3-P6 models
 
 
+SOURCE_NAME = "_runtime_decode_kernels_source"
+
+
 def load_kernel_source(repo_root: Path):
-    """Import runtime/_decode_kernels.py by path, without importing the runtime package."""
+    """Import runtime/_decode_kernels.py by path as a top-level module, without the runtime package
+    (whose imports, OpenCV among them, are not in the build environment)."""
     path = repo_root / "runtime" / "_decode_kernels.py"
-    spec = importlib.util.spec_from_file_location("runtime._decode_kernels", path)
+    spec = importlib.util.spec_from_file_location(SOURCE_NAME, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[SOURCE_NAME] = module  # Numba looks the module up while compiling
     spec.loader.exec_module(module)
     return module
 
 
 def decode_aot_compiler(repo_root: Path):
     """A numba.pycc.CC exporting decode_truncated_image_<L> and decode_standard_image."""
+    import os
+    import tempfile
     import warnings
+
+    # Compile from source: never load the JIT's on-disk cache, whose entries import the runtime package.
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-aot-build-")
 
     from numba import types
 
@@ -33,7 +44,7 @@ def decode_aot_compiler(repo_root: Path):
         from numba.pycc import CC
 
     kernels = load_kernel_source(repo_root)
-    cc = CC("_decode_aot", kernels)  # placed beside the kernels' module: runtime._decode_aot
+    cc = CC("_decode_aot", kernels)
     f32_2d = types.Array(types.float32, 2, "C")
     i64_1d = types.Array(types.int64, 1, "C")
     f64_1d = types.Array(types.float64, 1, "C")
@@ -47,3 +58,10 @@ def decode_aot_compiler(repo_root: Path):
     signature = result(f32_2d, types.int64, types.float32, bool_1d, types.boolean, types.int64)
     cc.export("decode_standard_image", signature)(kernels.decode_standard_image.py_func)
     return cc
+
+
+def decode_aot_extension(repo_root: Path):
+    """The setuptools Extension building runtime._decode_aot."""
+    extension = decode_aot_compiler(repo_root).distutils_extension()
+    extension.name = "runtime._decode_aot"
+    return extension
