@@ -374,3 +374,10 @@ def test_select_images_orders_by_id_and_limits(tmp_path):
     ann = load_annotations(synthetic_coco(data, NUMERIC_NAMES, num_images=5))
     sel = select_images(ann, data, limit=3)
     assert sel.image_ids == [10, 11, 12] and sel.statement().startswith("evaluated 3 of 5 annotated images")
+
+
+def test_cli_out_is_a_folder(random_detect_onnx, tmp_path):
+    data = tmp_path / "data"
+    ann = synthetic_coco(data, NUMERIC_NAMES)
+    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, "--out", tmp_path])
+    _assert_failed(code, out, err, "--out", "folder")

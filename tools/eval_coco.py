@@ -35,6 +35,7 @@ import math
 import platform
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -294,20 +295,26 @@ def evaluate_reference(model, category_ids: Sequence[int], images: Sequence[Imag
 
     pt = Path(pt_path)
     label = f"{pt.name} (ultralytics)"
-    paths = [str(rec.path) for rec in images]
     kwargs = dict(conf=VAL_CONF, iou=VAL_IOU, max_det=VAL_MAX_DET, imgsz=list(imgsz), rect=rect, retina_masks=True,
                   device="cpu", batch=batch or 1, verbose=False, save=False)
-    bar = progress if isinstance(progress, ProgressBar) else ProgressBar(len(paths), label, enabled=bool(progress))
+    bar = progress if isinstance(progress, ProgressBar) else ProgressBar(len(images), label, enabled=bool(progress))
+    by_path = {str(rec.path.absolute()): rec for rec in images}
     clock = [0.0]
     records: list[dict] = []
     count = 0
     try:
-        with _ultralytics_multi_label(multi_label), _torch_threads(threads), torch.inference_mode():
-            if paths:
-                model.predict(paths[0], **kwargs)
-            for rec, res in zip(images, _timed(model.predict(paths, stream=True, **kwargs), clock)):
-                if Path(res.path) != rec.path:
-                    raise RuntimeError(f"{label}: results out of order ({res.path} for {rec.path})")
+        # A list source would make Ultralytics decode every image up front with PIL; a manifest file takes its
+        # usual path instead (files read one batch at a time with OpenCV, as for a folder).
+        with tempfile.TemporaryDirectory(prefix="eval_coco_") as tmp, _ultralytics_multi_label(multi_label), \
+                _torch_threads(threads), torch.inference_mode():
+            manifest = Path(tmp) / "images.txt"
+            manifest.write_text("".join(f"{p}\n" for p in by_path), encoding="utf-8")
+            if images:
+                model.predict(str(images[0].path.absolute()), **kwargs)  # untimed warm-up
+            for res in _timed(model.predict(str(manifest), stream=True, **kwargs), clock):
+                rec = by_path.pop(str(Path(res.path).absolute()), None)
+                if rec is None:
+                    raise RuntimeError(f"unexpected or repeated result for {res.path}")
                 xyxy = res.boxes.xyxy.cpu().numpy().astype(np.float32)
                 scores = res.boxes.conf.cpu().numpy().astype(np.float32)
                 classes = res.boxes.cls.cpu().numpy().astype(np.int64)
@@ -318,6 +325,8 @@ def evaluate_reference(model, category_ids: Sequence[int], images: Sequence[Imag
                 records.extend(records_from_arrays(rec.image_id, xyxy, scores, classes, category_ids, rles))
                 count += 1
                 bar.update()
+        if by_path:
+            raise RuntimeError(f"no result for {len(by_path)} images, e.g. {next(iter(by_path))}")
     except EvalError:
         raise
     except Exception as exc:
