@@ -100,9 +100,11 @@ def _enliven(model, cls_bias: float = -4.0) -> None:
     import torch
     from ultralytics.utils import ASSETS
 
+    head = model.model[-1]
+    if not hasattr(head, "cv3"):
+        return  # not a detection-style head (e.g. Classify): nothing scores anchors
     images = [cv2.resize(cv2.imread(str(Path(ASSETS) / n)), (RANDOM_IMGSZ, RANDOM_IMGSZ)) for n in ("bus.jpg", "zidane.jpg")]
     batch = torch.from_numpy(np.stack(images)[..., ::-1].transpose(0, 3, 1, 2).copy()).float() / 255
-    head = model.model[-1]
 
     def rescale(module, _inputs, output):
         spread = output.std().clamp_min(1e-12)
@@ -114,7 +116,7 @@ def _enliven(model, cls_bias: float = -4.0) -> None:
     with torch.no_grad():
         for seq in head.cv3:
             seq[-1].bias.zero_()
-        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m is not getattr(head.dfl, "conv", None)]
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m is not getattr(getattr(head, "dfl", None), "conv", None)]
         hooks = [m.register_forward_hook(rescale) for m in convs]  # the DFL's fixed 0..reg_max-1 conv stays
         try:
             model(batch)

@@ -486,13 +486,15 @@ _CACHE_SCRIPT = textwrap.dedent(
     import numpy as np
     import runtime.decode as d
     assert "numba" not in sys.modules, "importing runtime.decode must not import numba"
+    from runtime import _decode_kernels as k
+    d.truncated_kernel = lambda levels: k.decode_truncated_image  # exercise the JIT path, not an installed AOT build
+    d.standard_kernel = lambda: k.decode_standard_image
     rng = np.random.default_rng(0)
     box = [rng.normal(size=(64, h, h)).astype(np.float32) for h in (4, 2, 1)]
     cls = [rng.normal(size=(3, h, h)).astype(np.float32) for h in (4, 2, 1)]
     d.decode_truncated(box, cls, [8, 16, 32], 0.25)
     d.decode_truncated(box, cls, [8, 16, 32], 0.25, multi_label=True, classes=[1])
     d.decode_standard(np.ones((9, 5), np.float32), 3, 0.25)
-    from runtime import _decode_kernels as k
     stats = {}
     for name in ("decode_truncated_image", "decode_standard_image"):
         s = getattr(k, name).stats
