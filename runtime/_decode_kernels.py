@@ -163,6 +163,14 @@ def topk_rows(scores, m, k):
 
 
 @njit(cache=True, nogil=True)
+def capped_rows(scores, m, max_candidates):
+    """Rows of the first m candidates that survive the cap (the top max_candidates scores), ascending."""
+    if m > max_candidates:
+        return topk_rows(scores, m, max_candidates)
+    return np.arange(m)
+
+
+@njit(cache=True, nogil=True)
 def decode_truncated_image(
     box_levels, cls_levels, widths, strides, bins, logit_thr, conf, allowed, multi_label, max_candidates
 ):
@@ -247,12 +255,8 @@ def decode_truncated_image(
                     m += 1
 
     # 5. cap: keep the top max_candidates scores, rows stay in anchor order
-    if m > max_candidates:
-        rows = topk_rows(sel_score, m, max_candidates)
-        n_out = max_candidates
-    else:
-        rows = np.arange(m)
-        n_out = m
+    rows = capped_rows(sel_score, m, max_candidates)
+    n_out = len(rows)
 
     # 6. outputs; DFL only for kept anchors, once per anchor
     boxes = np.empty((n_out, 4), np.float32)
@@ -337,12 +341,8 @@ def decode_standard_image(pred, nc, conf, allowed, multi_label, max_candidates):
                 sel_anchor[m] = a
                 m += 1
 
-    if m > max_candidates:
-        rows = topk_rows(sel_score, m, max_candidates)
-        n_out = max_candidates
-    else:
-        rows = np.arange(m)
-        n_out = m
+    rows = capped_rows(sel_score, m, max_candidates)
+    n_out = len(rows)
 
     boxes = np.empty((n_out, 4), np.float32)
     scores = np.empty(n_out, np.float32)

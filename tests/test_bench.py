@@ -66,6 +66,7 @@ def _run_latency(tmp_path, argv) -> dict:
 def _check_latency_report(report: dict, batches: list[int], mode: str) -> None:
     assert report["tool"] == "bench/latency.py"
     _check_machine(report["machine"])
+    assert report["runtime"]["decode_backend"] in ("aot", "numba-jit")
     settings = report["settings"]
     assert settings["mode"] == mode and settings["batch"] == batches and settings["n_images"] == 2
     assert settings["conf"] == latency.MODES[mode]["conf"]
@@ -143,6 +144,7 @@ def test_kernels_small_sweep(tmp_path):
     report = json.loads(out.read_text())
     assert report["tool"] == "bench/kernels.py"
     _check_machine(report["machine"])
+    assert report["runtime"]["decode_backend"] in ("aot", "numba-jit")
     assert report["kernels"] == list(kernels.KERNELS)
     rows = report["rows"]
     assert len(rows) == 2 * 2 * len(kernels.KERNELS)

@@ -1,0 +1,494 @@
+"""End-to-end latency and throughput of the runtime on real images, per stage, per batch size.
+
+    python bench/latency.py --model yolov8n-seg.onnx [--images DIR] [--batch 1,4,8] [--threads N]
+                            [--warmup W] [--repeat R] [--mode predict|val] [--limit N]
+                            [--compare-ultralytics yolov8n-seg.pt] [--cold-start] [--json OUT.json]
+
+For every batch size: model load (Predictor construction), preprocess, inference, decode, NMS,
+masks, postprocess (= decode + NMS + masks) and total (= the sum of all per-image stages) as
+p50 / p90 / p99 ms per image, images/s, and the peak RSS after loading and warming up that batch
+size. Images are decoded into memory before timing (file reading is not a stage here; Ultralytics'
+speed dict leaves it out too). The batch sizes are timed interleaved, block by block of images, so
+their throughput ratios hold on a machine whose load drifts.
+
+``--compare-ultralytics`` times Ultralytics' own ``YOLO(x).predict`` on the same images with the
+same settings, interleaved image by image with our batch-1 predictor (so load from other processes
+hits both alike), and prints theirs / ours per stage and the host share of both. ``--cold-start``
+times ``python -m runtime.infer IMAGE --model M --no-save`` as a whole child process.
+
+Absolute numbers depend on the machine and its load; compare ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script: make `runtime` and `bench` importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+
+from bench.machine import (  # noqa: E402
+    format_machine,
+    current_rss_mib,
+    format_table,
+    machine_facts,
+    peak_rss_mib,
+    runtime_facts,
+    ratio,
+    reset_peak_rss,
+    summarize,
+)
+
+SCHEMA_VERSION = 1
+OUR_STAGES = ("preprocess", "inference", "decode", "nms", "masks")
+STAGES = ("load",) + OUR_STAGES + ("postprocess", "total")
+COMPARE_STAGES = ("preprocess", "inference", "postprocess", "total")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MODES = {
+    # Ultralytics' predict defaults: letterbox-resolution masks as bitmaps.
+    "predict": dict(conf=0.25, iou=0.7, max_det=300, retina_masks=False, rle_masks=False),
+    # Ultralytics' val settings: original-resolution masks, here straight to COCO RLE.
+    "val": dict(conf=0.001, iou=0.7, max_det=300, retina_masks=True, rle_masks=True),
+}
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python bench/latency.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, type=Path, help="our (truncated-head) ONNX export")
+    p.add_argument("--images", type=Path, default=None,
+                   help="folder of images (default: <shared>/coco/val2017, shared = $YOLO_SHARED_DIR or ../shared)")
+    p.add_argument("--batch", type=_int_list, default=[1], help="comma-separated batch sizes (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (and torch's, when "
+                                                              "comparing); default: the libraries' defaults")
+    p.add_argument("--warmup", type=int, default=3, help="untimed batches before each timed run (default 3)")
+    p.add_argument("--repeat", type=int, default=1, help="timed passes over the images (default 1)")
+    p.add_argument("--mode", choices=sorted(MODES), default="predict",
+                   help="predict: conf 0.25, letterbox masks; val: conf 0.001, native masks as COCO RLE")
+    p.add_argument("--limit", type=int, default=None, help="use at most N images (sorted by name)")
+    p.add_argument("--compare-ultralytics", type=Path, default=None, metavar="PT_OR_ONNX",
+                   help="also time Ultralytics' own predict with this model, interleaved with ours at batch 1")
+    p.add_argument("--cold-start", action="store_true",
+                   help="also time `python -m runtime.infer IMAGE --model M --no-save` as a whole process")
+    p.add_argument("--cold-repeat", type=int, default=3, help="timed cold-start runs after one warm-up (default 3)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write every figure to this JSON file")
+    return p
+
+
+def shared_dir() -> Path:
+    env = os.environ.get("YOLO_SHARED_DIR")
+    return Path(env).expanduser() if env else REPO_ROOT.parent / "shared"
+
+
+def resolve_images(folder: Path | None, limit: int | None) -> list[Path]:
+    folder = folder if folder is not None else shared_dir() / "coco" / "val2017"
+    if not folder.is_dir():
+        raise SystemExit(f"error: image folder {folder} not found (pass --images DIR or set YOLO_SHARED_DIR)")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if limit is not None:
+        files = files[: max(limit, 0)]
+    if not files:
+        raise SystemExit(f"error: no images in {folder}")
+    return files
+
+
+def load_images(paths: list[Path]) -> list[np.ndarray]:
+    import cv2
+
+    images = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise SystemExit(f"error: cannot read image {p}")
+        images.append(img)
+    return images
+
+
+# ------------------------------------------------------------------------------------------------ our runtime
+def _stage_block(samples: dict[str, list[float]]) -> dict:
+    out = {}
+    for stage in STAGES:
+        s = summarize(samples.get(stage, []))
+        s["images_per_s"] = 1e3 / s["mean"] if s["mean"] > 0 else None
+        out[stage] = s
+    return out
+
+
+def _per_image(result) -> dict[str, float]:
+    sp = {k: float(result.speed_ms.get(k, 0.0)) for k in OUR_STAGES}
+    sp["postprocess"] = sp["decode"] + sp["nms"] + sp["masks"]
+    sp["total"] = sp["preprocess"] + sp["inference"] + sp["postprocess"]
+    return sp
+
+
+def make_predictor(model: Path, settings: dict, threads: int | None, batch: int | None):
+    from runtime import Predictor
+
+    return Predictor(model, conf=settings["conf"], iou=settings["iou"], max_det=settings["max_det"],
+                     threads=threads, batch=batch, retina_masks=settings["retina_masks"],
+                     rle_masks=settings["rle_masks"])
+
+
+def run_ours(model: Path, images: list[np.ndarray], batches: list[int], settings: dict, args) -> list[dict]:
+    """Time our Predictor at every batch size; returns one JSON block per batch size.
+
+    Phase 1, one batch size after the other: construct the Predictor (model load), run the warm-up
+    calls, and read the peak RSS. Phase 2, interleaved: the images are cut into blocks of
+    lcm(batch sizes) images and every block is run through every batch size's Predictor, starting
+    with a different one each block, so drifting load from other processes hits all sizes alike
+    and the throughput ratios between batch sizes stay meaningful on a shared machine.
+    """
+    configs = []
+    for batch in batches:
+        reset_ok = reset_peak_rss()
+        rss_before = current_rss_mib()
+        t0 = time.perf_counter()
+        predictor = make_predictor(model, settings, args.threads, batch)
+        load_ms = (time.perf_counter() - t0) * 1e3
+        effective = predictor.batch
+        for w in range(max(args.warmup, 0)):
+            start = (w * effective) % len(images)
+            predictor.predict_batch((images[start:] + images[:start])[:effective])
+        peak = peak_rss_mib()
+        configs.append({"batch": batch, "predictor": predictor, "effective": effective, "load_ms": load_ms,
+                        "peak": peak, "added": peak - rss_before if reset_ok else None, "reset_ok": reset_ok,
+                        "samples": {k: [] for k in STAGES}, "detections": [], "wall": 0.0, "calls": 0})
+
+    block = 1
+    for c in configs:
+        block = math.lcm(block, c["effective"])
+    block = min(block, len(images))
+    k = 0
+    for _ in range(max(args.repeat, 1)):
+        for b0 in range(0, len(images), block):
+            chunk_all = images[b0:b0 + block]
+            for j in range(len(configs)):
+                c = configs[(k + j) % len(configs)]
+                step = c["effective"]
+                for i in range(0, len(chunk_all), step):
+                    t = time.perf_counter()
+                    results = c["predictor"].predict_batch(chunk_all[i:i + step])
+                    c["wall"] += time.perf_counter() - t
+                    c["calls"] += 1
+                    for res in results:
+                        for key, v in _per_image(res).items():
+                            c["samples"][key].append(v)
+                        c["detections"].append(len(res))
+            k += 1
+    peak_all = peak_rss_mib()
+
+    runs = []
+    for c in configs:
+        c["samples"]["load"].append(c["load_ms"])
+        effective, batch = c["effective"], c["batch"]
+        fixed = c["predictor"].spec.batch is not None
+        note = None
+        if fixed:
+            note = f"fixed-batch model: every call runs batch {effective}"
+            if batch != effective:
+                note += f" (batch {batch} was asked for)"
+        rest = (len(images) % block) % effective
+        if rest:
+            note = (note + "; " if note else "") + f"one call per pass holds only {rest} images" + (
+                " (padded)" if fixed else "")
+        n = len(c["detections"])
+        runs.append({
+            "batch": batch,
+            "batch_effective": effective,
+            "fixed_batch_model": fixed,
+            "note": note,
+            "images": n,
+            "calls": c["calls"],
+            "wall_s": c["wall"],
+            "images_per_s": n / c["wall"] if c["wall"] > 0 else None,
+            "detections_per_image": float(np.mean(c["detections"])) if c["detections"] else 0.0,
+            "peak_rss_mib": c["peak"],
+            "rss_added_mib": c["added"],
+            "peak_rss_scope": ("load + warm-up of this batch size (earlier sizes' predictors still resident)"
+                               if c["reset_ok"] else "process so far"),
+            "stages": _stage_block(c["samples"]),
+        })
+    for r in runs:
+        r["process_peak_rss_mib"] = peak_all
+    return runs
+
+
+def print_run(run: dict) -> None:
+    runs_as = f" (runs as {run['batch_effective']})" if run["batch_effective"] != run["batch"] else ""
+    head = (f"\nbatch {run['batch']}{runs_as}: "
+            f"{run['images']} images in {run['wall_s']:.2f} s = {run['images_per_s']:.1f} images/s, "
+            f"{run['detections_per_image']:.1f} detections/image, peak RSS {run['peak_rss_mib']:.0f} MiB"
+            + (f" (+{run['rss_added_mib']:.0f} MiB for this batch size)" if run["rss_added_mib"] is not None else ""))
+    print(head)
+    if run["note"]:
+        print(f"  note: {run['note']}")
+    rows = []
+    for stage in STAGES:
+        s = run["stages"][stage]
+        label = "load (once)" if stage == "load" else stage
+        rows.append([label, s["p50"], s["p90"], s["p99"], s["mean"], None if stage == "load" else s["images_per_s"]])
+    print(format_table(["stage", "p50 ms", "p90 ms", "p99 ms", "mean ms", "images/s"], rows))
+
+
+# ------------------------------------------------------------------------------------------------ Ultralytics
+def _encode_masks_pycocotools(result) -> tuple[float, int]:
+    """COCO RLE of every mask as the classic SegmentationValidator.pred_to_json does it; (ms, n)."""
+    from pycocotools import mask as mask_utils
+
+    t = time.perf_counter()
+    n = 0
+    if result.masks is not None:
+        data = result.masks.data.cpu().numpy()
+        for m in data:
+            mask_utils.encode(np.asarray(m[:, :, None], order="F", dtype="uint8"))[0]
+            n += 1
+    return (time.perf_counter() - t) * 1e3, n
+
+
+def run_compare(model: Path, reference: Path, images: list[np.ndarray], settings: dict, args, mode: str) -> dict:
+    """Ultralytics' predict vs our batch-1 Predictor, interleaved per image."""
+    import torch
+    from ultralytics import YOLO
+
+    ours = make_predictor(model, settings, args.threads, 1)
+    imgsz = list(ours.imgsz)
+    rect = ours.spec.input_hw is None  # a fixed-size export letterboxes to a square: theirs must too
+    yolo = YOLO(str(reference), task=ours.spec.task)
+    kw = dict(conf=settings["conf"], iou=settings["iou"], max_det=settings["max_det"], imgsz=imgsz, rect=rect,
+              retina_masks=settings["retina_masks"], device="cpu", verbose=False, save=False, batch=1)
+
+    def theirs_one(img):
+        res = yolo.predict(img, **kw)[0]
+        sp = {k: float(res.speed[k]) for k in ("preprocess", "inference", "postprocess")}
+        if mode == "val":
+            rle_ms, _ = _encode_masks_pycocotools(res)
+            sp["rle_encode"] = rle_ms
+            sp["postprocess"] += rle_ms
+        sp["total"] = sp["preprocess"] + sp["inference"] + sp["postprocess"]
+        return sp, len(res.boxes) if res.boxes is not None else 0
+
+    for w in range(max(args.warmup, 1)):
+        img = images[w % len(images)]
+        theirs_one(img)
+        ours.predict_batch([img])
+        if w == 0 and args.threads is not None:
+            # after Ultralytics' first predict: its select_device() resets torch to min(8, cores - 1) threads
+            torch.set_num_threads(args.threads)
+
+    s_ours: dict[str, list[float]] = {k: [] for k in COMPARE_STAGES}
+    s_theirs: dict[str, list[float]] = {k: [] for k in COMPARE_STAGES + ("rle_encode",)}
+    det_ours, det_theirs = [], []
+    for _ in range(max(args.repeat, 1)):
+        for img in images:
+            res = ours.predict_batch([img])[0]
+            for k, v in _per_image(res).items():
+                if k in s_ours:
+                    s_ours[k].append(v)
+            det_ours.append(len(res))
+            sp, nd = theirs_one(img)
+            for k, v in sp.items():
+                s_theirs[k].append(v)
+            det_theirs.append(nd)
+
+    ours_stats = {k: summarize(v) for k, v in s_ours.items()}
+    theirs_stats = {k: summarize(v) for k, v in s_theirs.items() if v}
+    ratios = {k: ratio(theirs_stats[k]["p50"], ours_stats[k]["p50"]) for k in COMPARE_STAGES}
+    ratios_mean = {k: ratio(theirs_stats[k]["mean"], ours_stats[k]["mean"]) for k in COMPARE_STAGES}
+
+    def host_share(st):
+        inf = st["inference"]["p50"]
+        return (st["preprocess"]["p50"] + st["postprocess"]["p50"]) / inf if inf > 0 else None
+
+    import ultralytics
+
+    return {
+        "reference": str(reference),
+        "ultralytics": ultralytics.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "settings": {k: v for k, v in kw.items() if k not in ("verbose", "save")},
+        "postprocess_includes_rle_encode": mode == "val",
+        "images": len(det_ours),
+        "detections_per_image": {"ours": float(np.mean(det_ours)), "theirs": float(np.mean(det_theirs))},
+        "ours": ours_stats,
+        "theirs": theirs_stats,
+        "ratio_theirs_over_ours": ratios,
+        "ratio_theirs_over_ours_mean": ratios_mean,
+        "host_share": {"ours": host_share(ours_stats), "theirs": host_share(theirs_stats)},
+    }
+
+
+def print_compare(cmp: dict) -> None:
+    print(f"\nUltralytics {cmp['ultralytics']} predict ({cmp['reference']}, torch {cmp['torch']}, "
+          f"{cmp['torch_threads']} threads) vs ours at batch 1, interleaved over {cmp['images']} images; "
+          f"detections/image ours {cmp['detections_per_image']['ours']:.1f} / theirs "
+          f"{cmp['detections_per_image']['theirs']:.1f}")
+    if cmp["postprocess_includes_rle_encode"]:
+        print("  val mode: their postprocess includes pycocotools mask.encode of every mask "
+              f"(p50 {cmp['theirs']['rle_encode']['p50']:.2f} ms); ours includes our RLE encoding")
+    rows = []
+    for k in COMPARE_STAGES:
+        rows.append([k, cmp["ours"][k]["p50"], cmp["theirs"][k]["p50"], cmp["ratio_theirs_over_ours"][k]])
+    rows.append(["host share", cmp["host_share"]["ours"], cmp["host_share"]["theirs"], None])
+    print(format_table(["stage (p50 ms)", "ours", "theirs", "theirs/ours"], rows))
+    print("  host share = (preprocess + postprocess) / inference")
+
+
+# ------------------------------------------------------------------------------------------------ cold start
+def _run_child(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, int, str]:
+    """Run one child; (wall s, its own peak RSS MiB, return code, stderr tail)."""
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read().decode(errors="replace")[-2000:]
+    return wall, usage.ru_maxrss / 1024, proc.returncode, tail  # ru_maxrss is KiB on Linux
+
+
+def run_cold_start(model: Path, image: Path, repeat: int, threads: int | None) -> dict:
+    cmd = [sys.executable, "-m", "runtime.infer", str(image), "--model", str(model), "--no-save"]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    warm_wall, warm_rss, rc, tail = _run_child(cmd, env, REPO_ROOT)  # fills the Numba / OS file caches
+    if rc != 0:
+        raise SystemExit(f"error: cold-start command failed (rc {rc}): {' '.join(cmd)}\n{tail}")
+    walls, rsses = [], []
+    for _ in range(max(repeat, 1)):
+        wall, rss, rc, tail = _run_child(cmd, env, REPO_ROOT)
+        if rc != 0:
+            raise SystemExit(f"error: cold-start command failed (rc {rc}): {' '.join(cmd)}\n{tail}")
+        walls.append(wall * 1e3)
+        rsses.append(rss)
+    return {
+        "command": cmd,
+        "warmup_run": {"wall_ms": warm_wall * 1e3, "peak_rss_mib": warm_rss},
+        "wall_ms": summarize(walls),
+        "peak_rss_mib": {"max": max(rsses), "min": min(rsses), "runs": rsses},
+    }
+
+
+def print_cold(cold: dict) -> None:
+    w = cold["wall_ms"]
+    print(f"\nCLI cold start ({w['count']} runs after 1 warm-up): wall p50 {w['p50']:.0f} ms "
+          f"(min {w['min']:.0f}, max {w['max']:.0f}), child peak RSS {cold['peak_rss_mib']['max']:.0f} MiB")
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.model.is_file():
+        print(f"error: model {args.model} not found (export one: python tools/export.py M.pt -o M.onnx)",
+              file=sys.stderr)
+        return 2
+    try:
+        paths = resolve_images(args.images, args.limit)
+        images = load_images(paths)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    settings = MODES[args.mode]
+    facts = machine_facts()
+    print(format_machine(facts))
+
+    runs = run_ours(args.model, images, args.batch, settings, args)
+    rt = runtime_facts()  # after our runs, before Ultralytics: did our decode pull in Numba?
+    print(f"runtime {rt['version']}: decode kernels {rt['decode_backend']}, numba imported: {rt['numba_imported']}")
+    first = runs[0]
+    spec_probe = make_predictor(args.model, settings, args.threads, None).spec
+    print(f"\nmodel {args.model} ({spec_probe.task}, input {spec_probe.input_hw or 'dynamic H/W'}, batch "
+          f"{spec_probe.batch or 'dynamic'}), mode {args.mode} (conf {settings['conf']}, iou {settings['iou']}, "
+          f"max_det {settings['max_det']}, masks {'native RLE' if settings['rle_masks'] else 'letterbox bitmaps'}), "
+          f"{len(images)} images x {max(args.repeat, 1)} passes, warmup {args.warmup}")
+    for run in runs:
+        print_run(run)
+    base = next((r for r in runs if r["batch_effective"] == 1), first)
+    scaling = {str(r["batch"]): ratio(r["images_per_s"] or 0.0, base["images_per_s"] or 0.0) for r in runs}
+    if len(runs) > 1:
+        print(f"\nthroughput vs batch {base['batch']}: "
+              + ", ".join(f"batch {k}: {v:.2f}x" for k, v in scaling.items() if v is not None))
+
+    compare = None
+    if args.compare_ultralytics is not None:
+        if not args.compare_ultralytics.is_file():
+            print(f"error: {args.compare_ultralytics} not found", file=sys.stderr)
+            return 2
+        compare = run_compare(args.model, args.compare_ultralytics, images, settings, args, args.mode)
+        print_compare(compare)
+
+    cold = None
+    if args.cold_start:
+        try:
+            cold = run_cold_start(args.model, paths[0], args.cold_repeat, args.threads)
+        except SystemExit as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print_cold(cold)
+
+    report = {
+        "tool": "bench/latency.py",
+        "schema": SCHEMA_VERSION,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": {
+            "model": str(args.model),
+            "images": str(args.images or paths[0].parent),
+            "n_images": len(images),
+            "batch": list(args.batch),
+            "threads": args.threads,
+            "warmup": args.warmup,
+            "repeat": max(args.repeat, 1),
+            "mode": args.mode,
+            **settings,
+            "compare_ultralytics": str(args.compare_ultralytics) if args.compare_ultralytics else None,
+            "cold_start": bool(args.cold_start),
+        },
+        "machine": facts,
+        "runtime": rt,
+        "model": {
+            "task": spec_probe.task,
+            "layout": spec_probe.layout,
+            "input_hw": list(spec_probe.input_hw) if spec_probe.input_hw else None,
+            "imgsz": list(spec_probe.imgsz),
+            "fixed_batch": spec_probe.batch,
+            "classes": spec_probe.nc,
+        },
+        "stages": list(STAGES),
+        "runs": runs,
+        "throughput_vs_batch1": scaling,
+        "compare_ultralytics": compare,
+        "cold_start": cold,
+    }
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Machine facts and small measurement helpers shared by the benchmark scripts.
+
+Every benchmark states the machine it ran on (CPU model, cores, the ISA flags that decide which
+onnxruntime kernels run, library versions), because absolute timings only mean something next to
+them. Speed claims are made as ratios against a baseline timed in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+# /proc/cpuinfo flags that select onnxruntime's MLAS kernels (float GEMM / conv: AVX2+FMA or AVX-512;
+# int8 GEMM of quantized models: VNNI, as AVX512-VNNI or the VEX-coded AVX-VNNI of client cores).
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+
+PERCENTILES = (50, 90, 99)
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return model, flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and value.strip():
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_facts() -> dict:
+    """CPU, cores, ISA flags, memory, OS and library versions, as a JSON-ready dict."""
+    model, flags = _cpuinfo()
+    facts: dict = {
+        "cpu_model": model,
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "physical_cores": None,
+        "isa": {f: f in flags for f in ISA_FLAGS},
+        "memory_mib": None,
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+    try:
+        import psutil
+
+        facts["physical_cores"] = psutil.cpu_count(logical=False)
+        facts["memory_mib"] = round(psutil.virtual_memory().total / 2**20)
+    except ImportError:
+        pass
+    try:
+        import onnxruntime as ort
+
+        facts["onnxruntime"] = ort.__version__
+        facts["onnxruntime_providers"] = list(ort.get_available_providers())
+    except ImportError:
+        facts["onnxruntime"], facts["onnxruntime_providers"] = None, []
+    facts["numpy"] = np.__version__
+    facts["numba"] = _version("numba")
+    facts["opencv"] = _version("opencv-python-headless") or _version("opencv-python")
+    facts["pycocotools"] = _version("pycocotools")
+    return facts
+
+
+def format_machine(facts: dict) -> str:
+    """Two human lines about the machine."""
+    isa = facts.get("isa", {})
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in isa]
+    flags = " ".join(f"{f}={'yes' if isa[f] else 'no'}" for f in shown)
+    line1 = (f"machine: {facts.get('cpu_model')} | {facts.get('usable_cores')} usable / {facts.get('logical_cores')} "
+             f"logical cores | load {facts.get('load_avg_1m')} | {flags}")
+    line2 = (f"software: python {facts.get('python')}, onnxruntime {facts.get('onnxruntime')} "
+             f"{facts.get('onnxruntime_providers')}, numpy {facts.get('numpy')}, numba {facts.get('numba')}, "
+             f"opencv {facts.get('opencv')}")
+    return line1 + "\n" + line2
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (Linux >= 4.0: write 5 to clear_refs). False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB since start or the last successful reset."""
+    hwm = _status_kib("VmHWM")
+    if hwm is None:
+        hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return hwm / 1024
+
+
+def current_rss_mib() -> float:
+    rss = _status_kib("VmRSS")
+    return (rss or 0) / 1024
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def summarize(samples_ms: Sequence[float] | Iterable[float]) -> dict:
+    """{count, mean, p50, p90, p99, min, max} of a list of ms values (NaN-free; empty -> zeros)."""
+    a = np.asarray(list(samples_ms), dtype=np.float64)
+    if a.size == 0:
+        return {"count": 0, "mean": 0.0, "min": 0.0, "max": 0.0, **{f"p{p}": 0.0 for p in PERCENTILES}}
+    out = {"count": int(a.size), "mean": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
+    for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES)):
+        out[f"p{p}"] = float(v)
+    return out
+
+
+def ratio(theirs: float, ours: float) -> float | None:
+    """theirs / ours, or None when ours is zero."""
+    return float(theirs) / float(ours) if ours > 0 else None
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Plain fixed-width table (first column left-aligned, the rest right-aligned)."""
+    cells = [[str(h) for h in header]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for k, row in enumerate(cells):
+        parts = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in range(1, len(row))]
+        lines.append("  ".join(parts).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 100:
+            return f"{v:.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        if abs(v) >= 0.1:
+            return f"{v:.2f}"
+        return f"{v:.3f}"
+    return str(v)
+
+
+def runtime_facts() -> dict:
+    """How this tree's runtime is built: its version and which decode kernels it runs.
+
+    ``decode_backend`` is "aot" when the ahead-of-time build ``runtime._decode_aot`` imports (no
+    Numba or LLVM in the process), else "numba-jit" (Numba's JIT with its on-disk cache: a cold
+    process then pays Numba's import and cache load on its first decode).
+    """
+    facts: dict = {"version": None, "decode_backend": None, "numba_imported": "numba" in sys.modules}
+    try:
+        import runtime
+
+        facts["version"] = getattr(runtime, "__version__", None)
+    except ImportError:
+        return facts
+    try:
+        from runtime import _decode_aot  # noqa: F401
+
+        facts["decode_backend"] = "aot"
+    except ImportError:
+        facts["decode_backend"] = "numba-jit"
+    return facts
