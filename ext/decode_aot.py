@@ -45,6 +45,7 @@ def decode_aot_compiler(repo_root: Path):
 
     kernels = load_kernel_source(repo_root)
     cc = CC("_decode_aot", kernels)
+    cc.target_cpu = "host"  # built where it runs (pip builds from source), like the JIT would compile
     f32_2d = types.Array(types.float32, 2, "C")
     i64_1d = types.Array(types.int64, 1, "C")
     f64_1d = types.Array(types.float64, 1, "C")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -15,7 +17,7 @@ from .letterbox import Letterbox, letterbox_into, plan_letterbox
 from .postprocess import PostprocessSettings, postprocess_image
 from .result import Result
 from .session import open_session, run_session, session_spec
-from .sources import Source, expand_source, iter_images
+from .sources import Source, expand_source, load_image
 
 LOGGER = logging.getLogger(__name__)
 
@@ -112,23 +114,37 @@ class Predictor:
             yield result
 
     def stream_with_images(self, source: Source) -> Iterator[tuple[Result, np.ndarray]]:
-        """Yield (Result, BGR image) pairs, for callers that also draw or crop the images."""
-        images = iter_images(expand_source(source))
-        while True:
-            t0 = time.perf_counter()
-            chunk = [pair for _, pair in zip(range(self.batch), images)]
-            if not chunk:
-                return
-            read_ms = (time.perf_counter() - t0) * 1e3 / len(chunk)
-            results = self.predict_batch([img for _, img in chunk], [path for path, _ in chunk])
-            for result, (_, image) in zip(results, chunk):
-                result.speed_ms["read"] = read_ms
-                yield result, image
+        """Yield (Result, BGR image) pairs, for callers that also draw or crop the images.
+
+        The next batch is read and letterboxed on a worker thread while the current one runs
+        through the model (image decoding, resizing and onnxruntime all release the GIL).
+        """
+        items = expand_source(source)
+        chunks = [items[i:i + self.batch] for i in range(0, len(items), self.batch)]
+        if not chunks:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-prefetch") as pool:
+            pending = pool.submit(self._read_and_prepare, chunks[0], 0)
+            for k in range(len(chunks)):
+                batch = pending.result()
+                if k + 1 < len(chunks):
+                    pending = pool.submit(self._read_and_prepare, chunks[k + 1], (k + 1) * self.batch)
+                for result, image in zip(self._infer(batch), batch.images):
+                    yield result, image
 
     def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Result]:
         """Run one batch of BGR uint8 images (at most the model's fixed batch size) through the model."""
+        paths = list(paths) if paths is not None else [None] * len(images)
+        return self._infer(self._prepare(list(images), paths, read_ms=None))
+
+    def _read_and_prepare(self, items: Sequence[str | np.ndarray], first_index: int) -> "_PreparedBatch":
+        t0 = time.perf_counter()
+        loaded = [load_image(item, first_index + k) for k, item in enumerate(items)]
+        read_ms = (time.perf_counter() - t0) * 1e3 / len(loaded)
+        return self._prepare([image for _, image in loaded], [path for path, _ in loaded], read_ms)
+
+    def _prepare(self, images: list[np.ndarray], paths: list[str | None], read_ms: float | None) -> "_PreparedBatch":
         n = len(images)
-        paths = list(paths) if paths is not None else [None] * n
         if self.spec.batch is not None and n > self.spec.batch:
             raise InputError(f"batch of {n} images exceeds the model's fixed batch of {self.spec.batch}")
         t0 = time.perf_counter()
@@ -139,13 +155,30 @@ class Predictor:
             letterbox_into(image, plan, tensor[k])
         if rows > n:
             tensor[n:] = 0.0  # padding rows of a fixed-batch model; their outputs are ignored
-        t1 = time.perf_counter()
-        outputs = run_session(self.session, self.spec, tensor)
-        t2 = time.perf_counter()
-        shared = {"preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n}
+        speed = {"preprocess": (time.perf_counter() - t0) * 1e3 / n}
+        if read_ms is not None:
+            speed["read"] = read_ms
+        return _PreparedBatch(images, paths, plans, tensor, speed)
+
+    def _infer(self, batch: "_PreparedBatch") -> list[Result]:
+        n = len(batch.images)
+        t0 = time.perf_counter()
+        outputs = run_session(self.session, self.spec, batch.tensor)
+        shared = dict(batch.speed, inference=(time.perf_counter() - t0) * 1e3 / n)
         results = []
         for k in range(n):
-            result = postprocess_image(self.spec, outputs, k, plans[k], self.settings, paths[k])
+            result = postprocess_image(self.spec, outputs, k, batch.plans[k], self.settings, batch.paths[k])
             result.speed_ms.update(shared)
             results.append(result)
         return results
+
+
+@dataclass(frozen=True)
+class _PreparedBatch:
+    """A batch read and letterboxed, ready for the session."""
+
+    images: list[np.ndarray]
+    paths: list[str | None]
+    plans: list[Letterbox]
+    tensor: np.ndarray
+    speed: dict[str, float]

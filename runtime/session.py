@@ -24,6 +24,10 @@ def open_session(model: str | Path, threads: int | None = None, providers: Seque
         raise ModelError(f"{path}: model file not found; {EXPORT_HINT}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle worker threads must not spin: on small CPUs they steal the cores that preprocessing, decode
+    # and mask assembly (and the caller's own threads) run on between inferences.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads is not None:
         if threads < 1:
             raise ModelError(f"threads must be >= 1, got {threads}")

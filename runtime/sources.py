@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Sequence, Union
 
 import cv2
 import numpy as np
@@ -68,9 +68,3 @@ def load_image(item: str | np.ndarray, index: int) -> tuple[str | None, np.ndarr
     if image is None:
         raise InputError(f"{item}: cannot be read as an image (corrupt or unsupported format)")
     return item, image
-
-
-def iter_images(items: Sequence[str | np.ndarray]) -> Iterator[tuple[str | None, np.ndarray]]:
-    """Yield (path or None, BGR image) for each expanded item, reading files only when reached."""
-    for index, item in enumerate(items):
-        yield load_image(item, index)
