@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import InputError, ModelError
 from .spec import ModelSpec, read_model_spec
 
 LOGGER = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def open_session(model: str | Path, threads: int | None = None, providers: Seque
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads is not None:
         if threads < 1:
-            raise ModelError(f"threads must be >= 1, got {threads}")
+            raise InputError(f"threads must be >= 1, got {threads}")
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     available = ort.get_available_providers()

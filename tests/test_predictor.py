@@ -169,7 +169,8 @@ def test_onnx_without_yolo_metadata(tmp_path):
     ({"classes": [99]}, "out of range"),
     ({"imgsz": 640}, "fixed at 320x320"),
     ({"batch": 0}, "batch must be"),
-], ids=["conf", "iou", "max_det", "classes", "imgsz", "batch"])
+    ({"threads": 0}, "threads must be"),
+], ids=["conf", "iou", "max_det", "classes", "imgsz", "batch", "threads"])
 def test_bad_arguments(random_detect_onnx, kwargs, pattern):
     with pytest.raises(InputError, match=pattern):
         Predictor(random_detect_onnx, **kwargs)
