@@ -127,10 +127,16 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: i
 
 
 def tensor_errors(pre_path: str | Path, q_path: str | Path, inputs: Sequence[np.ndarray], input_name: str,
-                  threads: int | None = None) -> list[dict[str, Any]]:
-    """SNR / cosine / MSE of every quantized tensor (activations over ``inputs``, weights once), worst first."""
+                  threads: int | None = None, silu_clip: float | None = None) -> list[dict[str, Any]]:
+    """SNR / cosine / MSE of every quantized tensor (activations over ``inputs``, weights once), worst first.
+
+    With ``silu_clip``, SiLU inputs carry a note: their error includes the clipping below -silu_clip, which the
+    SiLU flattens (|SiLU(x)| < 0.003 there), so their SiLU output is the figure that matters.
+    """
     import onnx
     from onnx import numpy_helper
+
+    from tools.quantize import silu_inputs
 
     qmodel = onnx.load(str(q_path))
     fmodel = onnx.load(str(pre_path))
@@ -156,10 +162,13 @@ def tensor_errors(pre_path: str | Path, q_path: str | Path, inputs: Sequence[np.
                 accs[t].add(fvals[t], qvals[t])
             del fvals, qvals
         producer = {o: n for n in fmodel.graph.node for o in n.output}
+        clipped = set(silu_inputs(fmodel)) if silu_clip else set()
         for t, acc in accs.items():
             node = producer.get(t)
+            note = f"SiLU input clipped at -{silu_clip:g}" if t in clipped else ""
             rows.append({"tensor": t, "kind": "activation", "producer": node.name if node else "(input)",
-                         "op": node.op_type if node else "Input", "order": order.get(t, -1), **acc.figures()})
+                         "op": node.op_type if node else "Input", "order": order.get(t, -1), **acc.figures(),
+                         "note": note})
 
     finits = {i.name: i for i in fmodel.graph.initializer}
     qinits = {i.name: i for i in qmodel.graph.initializer}
@@ -182,7 +191,7 @@ def tensor_errors(pre_path: str | Path, q_path: str | Path, inputs: Sequence[np.
         acc.add(numpy_helper.to_array(finits[fname]), _dequantize(qarr, scale, zp, axis))
         user = consumer.get(dq_out)
         rows.append({"tensor": fname, "kind": "weight", "producer": user.name if user else "", "op": "initializer",
-                     "order": -1, **acc.figures()})
+                     "order": -1, **acc.figures(), "note": ""})
     rows.sort(key=lambda r: (r["snr_db"] if r["snr_db"] is not None else 1e9, r["tensor"]))
     return rows
 
@@ -260,7 +269,7 @@ def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Pat
     with tempfile.TemporaryDirectory(prefix="quant-report-") as tmp:
         if pre_path is None:
             pre_path = prepare_model(float_path, Path(tmp) / "pre.onnx")
-        rows = tensor_errors(pre_path, q_path, inputs, info.input_name, threads)
+        rows = tensor_errors(pre_path, q_path, inputs, info.input_name, threads, settings.get("silu_clip"))
     float_outputs = run_outputs(float_path, inputs, info.input_name, threads)
     consistency = output_consistency(float_path, q_path, inputs, info.input_name, threads, float_outputs)
     speed_paths = [float_path, q_path] + ([baseline_qdq] if baseline_qdq else [])
@@ -340,11 +349,14 @@ def render_markdown(report: dict[str, Any], max_rows: int | None = None) -> str:
     rows = report["tensors"] if max_rows is None else report["tensors"][:max_rows]
     lines += ["", "## Per-tensor error, worst first", "",
               f"{len(report['tensors'])} quantized tensors; activations measured on the held-back images "
-              "(error accumulated from the input), weights on their own.", "",
-              "| # | tensor | kind | producer | op | SNR dB | cosine | MSE |", "|---|---|---|---|---|---|---|---|"]
+              "(error accumulated from the input, W8A8 graph emulated unfused), weights on their own. "
+              "A SiLU input clipped by silu_clip counts the clipping as error although the SiLU flattens it: "
+              "judge those by their SiLU output (the Mul after it).", "",
+              "| # | tensor | kind | producer | op | SNR dB | cosine | MSE | note |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         lines.append(f"| {i} | {r['tensor']} | {r['kind']} | {r['producer']} | {r['op']} | {_fmt(r['snr_db'])} | "
-                     f"{_fmt(r['cosine'])} | {_fmt(r['mse'])} |")
+                     f"{_fmt(r['cosine'])} | {_fmt(r['mse'])} | {r.get('note', '')} |")
     lines += ["", "## Operators in the W8A8 graph", "", "| op | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["op_counts"].items()]
     return "\n".join(lines) + "\n"

@@ -72,7 +72,7 @@ def run_sensitivity(pre_path: Path, calib_table: Path, recipe, info, images: Seq
                     log=print) -> SensitivityResult:
     """Measure every Conv+SiLU group of ``pre_path`` (or only ``groups``) with the calibration table given."""
     from tools.quant_report import load_inputs, output_consistency, run_outputs
-    from tools.quantize import build_qdq, conv_groups
+    from tools.quantize import build_qdq, conv_groups, excluded_nodes
 
     t0 = time.perf_counter()
     workdir = Path(workdir)
@@ -84,8 +84,9 @@ def run_sensitivity(pre_path: Path, calib_table: Path, recipe, info, images: Seq
     names = list(groups) if groups else list(all_groups)
     out: list[Group] = []
     tmp = workdir / "sens-group.onnx"
+    already = set(excluded_nodes(pre_path, recipe))
     for i, name in enumerate(names, 1):
-        nodes = [n for n in all_groups[name] if n not in recipe.exclude]
+        nodes = [n for n in all_groups[name] if n not in already]
         if not nodes:
             continue
         build_qdq(pre_path, calib_table, replace(recipe, exclude=tuple(recipe.exclude) + tuple(nodes)), tmp)
