@@ -5,6 +5,7 @@ Cython: runtime._nms, runtime._masks, runtime._preprocess. Numba, ahead of time:
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,16 @@ COMPILER_DIRECTIVES = {
     "initializedcheck": False,
 }
 
+# runtime._masks runs detections in parallel with OpenMP (GCC / Linux; elsewhere it builds serial)
+# and never contracts a * b + c into an FMA, so its float32 results stay those of separate multiply
+# and add even when CFLAGS add -march=... .
+OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
+NO_FMA = [] if sys.platform == "win32" else ["-ffp-contract=off"]
+
 EXTENSIONS = [
     Extension("runtime._nms", ["ext/nms.pyx"], include_dirs=[np.get_include()], extra_compile_args=["-O3"]),
-    Extension("runtime._masks", ["ext/masks.pyx"], include_dirs=[np.get_include()], extra_compile_args=["-O3"]),
+    Extension("runtime._masks", ["ext/masks.pyx"], include_dirs=[np.get_include()],
+              extra_compile_args=["-O3", *NO_FMA, *OPENMP], extra_link_args=OPENMP),
     Extension("runtime._preprocess", ["ext/preprocess.pyx"], extra_compile_args=["-O3"]),
 ]
 

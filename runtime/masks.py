@@ -33,6 +33,13 @@ __all__ = [
 
 TAPS = 4  # most weights per output index (bilinear needs 2, the composed native form 3)
 
+# Threads the mask kernels use when a call passes ``threads=None``. None: OpenMP's default number
+# (OMP_NUM_THREADS, else one per CPU), shrunk while the load average says the CPUs are busy. An int
+# caps it exactly, busy or not. Detections run in parallel; one detection never does. On an
+# oversubscribed machine a parallel call waits, at its end, for workers the OS has not scheduled
+# yet (milliseconds): set 1 where other threads keep the CPUs busy.
+DEFAULT_THREADS: int | None = None
+
 
 @dataclass(frozen=True, eq=False)
 class MaskGeometry:
@@ -171,6 +178,17 @@ def native_mask_geometry(proto_hw: tuple[int, int], image_hw: tuple[int, int]) -
 # Assembly.
 
 
+def _threads(threads: int | None) -> int:
+    """Kernel argument: a positive thread cap, or 0 for OpenMP's default."""
+    if threads is None:
+        threads = DEFAULT_THREADS
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise InputError(f"threads must be a positive integer or None, got {threads!r}")
+    return int(threads)
+
+
 def _check_inputs(protos, coeffs, boxes_xyxy, geometry):
     if not isinstance(geometry, MaskGeometry):
         raise InputError(f"geometry must be a MaskGeometry, got {type(geometry).__name__}")
@@ -207,7 +225,11 @@ def _check_inputs(protos, coeffs, boxes_xyxy, geometry):
 
 
 def assemble_masks(
-    protos: np.ndarray, coeffs: np.ndarray, boxes_xyxy: np.ndarray, geometry: MaskGeometry
+    protos: np.ndarray,
+    coeffs: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    geometry: MaskGeometry,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Binary instance masks cropped to their boxes.
 
@@ -223,6 +245,9 @@ def assemble_masks(
         y1 <= r < y2; boxes need not be clipped.
     geometry : MaskGeometry
         From :func:`letterbox_mask_geometry` or :func:`native_mask_geometry`.
+    threads : int, optional
+        Most threads to spread the detections over (default :data:`DEFAULT_THREADS`). The
+        result does not depend on it.
 
     Returns
     -------
@@ -230,16 +255,21 @@ def assemble_masks(
     areas : (n,) int64 array
         Pixels set in each mask; Ultralytics drops detections whose area is 0.
     """
+    nt = _threads(threads)
     p, c, b, tables = _check_inputs(protos, coeffs, boxes_xyxy, geometry)
     h, w = geometry.out_hw
     masks = np.zeros((c.shape[0], h, w), dtype=np.bool_)
     areas = np.zeros(c.shape[0], dtype=np.int64)
-    _masks.assemble(p, c, b, *tables, masks.view(np.uint8), areas)
+    _masks.assemble(p, c, b, *tables, masks.view(np.uint8), areas, nt)
     return masks, areas
 
 
 def encode_masks_rle(
-    protos: np.ndarray, coeffs: np.ndarray, boxes_xyxy: np.ndarray, geometry: MaskGeometry
+    protos: np.ndarray,
+    coeffs: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    geometry: MaskGeometry,
+    threads: int | None = None,
 ) -> tuple[list[dict], np.ndarray]:
     """COCO compressed RLE of the masks :func:`assemble_masks` would return, without building them.
 
@@ -247,8 +277,9 @@ def encode_masks_rle(
     ``{"size": [H, W], "counts": bytes}`` identical to
     ``pycocotools.mask.encode(np.asfortranarray(mask.astype(np.uint8)))`` and the (n,) int64 areas.
     """
+    nt = _threads(threads)
     p, c, b, tables = _check_inputs(protos, coeffs, boxes_xyxy, geometry)
     h, w = geometry.out_hw
     areas = np.zeros(c.shape[0], dtype=np.int64)
-    counts = _masks.encode_rle(p, c, b, *tables, areas)
+    counts = _masks.encode_rle(p, c, b, *tables, areas, nt)
     return [{"size": [int(h), int(w)], "counts": s} for s in counts], areas

@@ -407,3 +407,66 @@ def test_rle_large_counts_round_trip():
     for rle, mask in zip(rles, masks):
         assert rle == mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     np.testing.assert_array_equal(rle_areas, areas)
+
+
+# ----------------------------------------------------------------------------------------------
+# Threads and the RLE run finder
+
+
+@pytest.mark.parametrize("form", ["letterbox", "native"])
+def test_thread_count_does_not_change_results(form):
+    proto_hw, out_hw = (160, 160), (480, 640)
+    protos, coeffs, boxes = random_inputs(9, 40, proto_hw, out_hw)
+    g = geometry_for(form, proto_hw, out_hw)
+    masks, areas = assemble_masks(protos, coeffs, boxes, g, threads=1)
+    rles, rle_areas = encode_masks_rle(protos, coeffs, boxes, g, threads=1)
+    for threads in (2, 3, None):
+        m, a = assemble_masks(protos, coeffs, boxes, g, threads=threads)
+        np.testing.assert_array_equal(m, masks)
+        np.testing.assert_array_equal(a, areas)
+        r, ra = encode_masks_rle(protos, coeffs, boxes, g, threads=threads)
+        assert r == rles
+        np.testing.assert_array_equal(ra, rle_areas)
+    np.testing.assert_array_equal(rle_areas, areas)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bad_threads_raise(threads):
+    protos, coeffs, boxes = random_inputs(4, 2, (20, 20), (80, 80), special_boxes=False)
+    g = letterbox_mask_geometry((20, 20), (80, 80))
+    with pytest.raises(InputError, match="threads"):
+        assemble_masks(protos, coeffs, boxes, g, threads=threads)
+    with pytest.raises(InputError, match="threads"):
+        encode_masks_rle(protos, coeffs, boxes, g, threads=threads)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [[0, 0, 190, 150], [0, 0, 37, 150], [50, 0, 190, 150], [13, 0, 101, 150], [0, 0, 190, 1], [0, 149, 190, 150],
+     [7, 3, 190, 150], [0, 3, 9, 147], [181, 0, 190, 150], [0, 0, 1, 150], [189, 0, 190, 150]],
+    ids=["all", "left-full-height", "right-full-height", "mid-full-height", "top-row", "bottom-row",
+         "to-bottom-right", "left-inner", "right-edge", "first-column", "last-column"],
+)
+def test_rle_box_edges_with_noisy_masks(box):
+    # noisy masks (many runs per column) whose boxes touch the image edges: runs that wrap from one
+    # column's last row into the next column's first, and boxes narrower than the 8-pixel words
+    mask_utils = coco_mask()
+    proto_hw, out_hw = (40, 48), (150, 190)
+    protos, coeffs, _ = random_inputs(31, 5, proto_hw, out_hw, special_boxes=False)
+    boxes = np.array([box] * 5, np.float32)
+    coeffs[0] = 0  # all-zero mask
+    coeffs[1] = 0
+    coeffs[1, 0] = 1  # protos[0] > 0 pattern
+    for form in ("letterbox", "native"):
+        g = geometry_for(form, proto_hw, out_hw)
+        masks, areas = assemble_masks(protos, coeffs, boxes, g)
+        rles, rle_areas = encode_masks_rle(protos, coeffs, boxes, g)
+        want = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+        assert rles == want
+        np.testing.assert_array_equal(rle_areas, areas)
+    ones = np.ones((NM, 20, 20), np.float32)  # all-positive logits: the mask is the box
+    g = native_mask_geometry((20, 20), (40, 50))
+    b = np.array([[min(box[0], 50), min(box[1], 40), min(box[2], 50), min(box[3], 40)]], np.float32)
+    rles, _ = encode_masks_rle(ones, np.full((1, NM), 0.1, np.float32), b, g)
+    masks, _ = assemble_masks(ones, np.full((1, NM), 0.1, np.float32), b, g)
+    assert rles[0] == mask_utils.encode(np.asfortranarray(masks[0].astype(np.uint8)))

@@ -30,13 +30,15 @@ import json
 import math
 import os
 import sys
-import tempfile
 import types
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
+
+if __package__ in (None, ""):  # `python tools/export.py` puts tools/ first on sys.path: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PRODUCER = "yolo-edge-runtime"
 LAYOUT = "truncated-head"
@@ -386,11 +388,9 @@ def export_truncated(
             dynamic_axes[n] = axes
     im = torch.zeros(fixed_batch or 1, 3, h, w, dtype=torch.float32)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    from runtime.files import atomic_output
+
+    with atomic_output(out) as tmp:
         with truncated_head(head, info.task), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
             try:
@@ -472,12 +472,6 @@ def export_truncated(
         except Exception as e:
             raise ExportError(f"{pt}: exported graph fails onnx.checker ({_first_line(e)})") from e
         onnx.save(model_onnx, str(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

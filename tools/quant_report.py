@@ -363,7 +363,7 @@ def render_markdown(report: dict[str, Any], max_rows: int | None = None) -> str:
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    from tools.quantize import atomic_write_text
+    from runtime.files import atomic_write_text
 
     out_dir = Path(out_dir)
     j = atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1, sort_keys=False) + "\n")

@@ -57,7 +57,7 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -545,45 +545,15 @@ def finalize_model(qdq_path: str | Path, info: ModelInfo, settings: dict[str, An
     return atomic_save(model, out_path)
 
 
-def _default_mode(path: str) -> None:
-    """mkstemp creates 0600 files: give the final file the usual mode (0666 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def atomic_save(model, out_path: str | Path) -> Path:
+    """Save an ONNX model whole or not at all."""
     import onnx
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        _default_mode(tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return out_path
+    from runtime.files import atomic_output
 
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_output(out_path) as tmp:
+        onnx.save(model, str(tmp))
+    return Path(out_path)
 
 
 def check_excludes(names: Sequence[str], pre_nodes: Sequence[str], float_nodes: Sequence[str], path: Path) -> None:

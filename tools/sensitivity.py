@@ -25,7 +25,6 @@ from typing import Any, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 
 __all__ = ["Group", "SensitivityResult", "run_sensitivity", "main"]
 
@@ -129,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(res.format_table(args.top))
     if args.json:
-        from tools.quantize import atomic_write_text
+        from runtime.files import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(res.to_dict(), indent=1) + "\n")
     return 0
