@@ -36,7 +36,9 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from bench.machine import format_machine, format_table, machine_facts, runtime_facts, summarize  # noqa: E402
+from bench.machine import (  # noqa: E402
+    format_machine, format_table, int_list, machine_facts, runtime_facts, summarize,
+)
 
 SCHEMA_VERSION = 1
 STRIDES = (8, 16, 32)
@@ -45,22 +47,12 @@ KERNELS = ("decode_predict", "decode_val", "nms", "masks_letterbox", "masks_nati
 CANDIDATES_PER_OBJECT = 8
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python bench/kernels.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=_int_list, default=[320, 640, 1280],
+    p.add_argument("--sizes", type=int_list, default=[320, 640, 1280],
                    help="square input sizes, multiples of 32 (default 320,640,1280)")
-    p.add_argument("--dets", type=_int_list, default=[1, 10, 100, 300], help="detection counts (default 1,10,100,300)")
+    p.add_argument("--dets", type=int_list, default=[1, 10, 100, 300], help="detection counts (default 1,10,100,300)")
     p.add_argument("--repeat", type=int, default=20, help="timed calls per point (default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per point (default 2)")
     p.add_argument("--seed", type=int, default=0)

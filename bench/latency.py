@@ -41,6 +41,7 @@ from bench.machine import (  # noqa: E402
     format_machine,
     current_rss_mib,
     format_table,
+    int_list,
     machine_facts,
     peak_rss_mib,
     runtime_facts,
@@ -63,23 +64,13 @@ MODES = {
 
 
 # ------------------------------------------------------------------------------------------------ arguments
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python bench/latency.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, type=Path, help="our (truncated-head) ONNX export")
     p.add_argument("--images", type=Path, default=None,
                    help="folder of images (default: <shared>/coco/val2017, shared = $YOLO_SHARED_DIR or ../shared)")
-    p.add_argument("--batch", type=_int_list, default=[1], help="comma-separated batch sizes (default 1)")
+    p.add_argument("--batch", type=int_list, default=[1], help="comma-separated batch sizes (default 1)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (and torch's, when "
                                                               "comparing); default: the libraries' defaults")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches before each timed run (default 3)")

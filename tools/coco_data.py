@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from runtime.files import file_sha256  # re-exported for the evaluation tool
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_LISTED = 10  # names listed in one error message before "... and N more"
 
@@ -55,15 +57,6 @@ def list_preview(items: Sequence[Any], limit: int = MAX_LISTED) -> str:
     """``a, b, c`` or ``a, b, ... and 7 more`` for one-line messages."""
     shown = ", ".join(str(x) for x in items[:limit])
     return shown + (f", ... and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------- annotations

@@ -25,7 +25,6 @@ Heavy dependencies (torch, ultralytics, onnx) are imported inside functions so `
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -143,14 +142,6 @@ def _parse_batch(batch: Any) -> int | None:
     if b <= 0 or (not isinstance(batch, str) and b != batch):
         raise ExportArgumentError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
     return b
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _first_line(e: BaseException) -> str:
@@ -360,7 +351,9 @@ def export_truncated(
     if out == pt:
         raise ExportArgumentError(f"{pt}: output path would overwrite the checkpoint")
 
-    sha = _sha256(pt)  # hash the bytes before loading them
+    from runtime.files import file_sha256
+
+    sha = file_sha256(pt)  # hash the bytes before loading them
     model, head, info = _load_model(pt)
 
     smax = max(info.strides)

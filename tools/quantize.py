@@ -40,9 +40,10 @@ mAP on val2017 with tools/eval_coco.py; see tools/quant_report.py for the per-mo
 * ``auto_exclude`` 6: the 6 Conv+SiLU groups whose float-ness most improves the outputs on held-back images
   (sensitivity analysis, same calibration table) stay float: the early high-resolution layers here.
 
-Float -> W8A8 (default CLI): yolov8n box 0.3722 -> 0.3700; yolov8n-seg box 0.3721 -> 0.3671, mask 0.3059 -> 0.3043;
-1.78x faster at batch 1 / 1 thread; files 29% / 28% of float. mAP on 164 images moves by +-0.3-0.5 points
-between calibration draws of the same recipe (--seed), so differences below that are within noise.
+Float -> W8A8 (default CLI, shared COCO val subset): yolov8n box 0.3698 -> 0.3650; yolov8n-seg box 0.3674 ->
+0.3622, mask 0.3085 -> 0.3052; about 1.8x faster at batch 1 / 1 thread; files 29% / 28% of float. mAP on 164
+images moves by +-0.3-0.5 points between calibration draws of the same recipe (--seed, --num), so differences
+below that are within noise.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ if __package__ in (None, ""):  # `python tools/quantize.py` puts tools/ first on
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+
+from runtime.files import file_sha256
 
 LOGGER = logging.getLogger("quantize")
 
@@ -174,12 +177,7 @@ class ModelInfo:
     sha256: str
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_file = file_sha256
 
 
 def _dims(value_info) -> list[int | str]:
