@@ -54,7 +54,6 @@ SCHEMA_VERSION = 1
 OUR_STAGES = ("preprocess", "inference", "decode", "nms", "masks")
 STAGES = ("load",) + OUR_STAGES + ("postprocess", "total")
 COMPARE_STAGES = ("preprocess", "inference", "postprocess", "total")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MODES = {
     # Ultralytics' predict defaults: letterbox-resolution masks as bitmaps.
     "predict": dict(conf=0.25, iou=0.7, max_det=300, retina_masks=False, rle_masks=False),
@@ -96,7 +95,13 @@ def resolve_images(folder: Path | None, limit: int | None) -> list[Path]:
     folder = folder if folder is not None else shared_dir() / "coco" / "val2017"
     if not folder.is_dir():
         raise SystemExit(f"error: image folder {folder} not found (pass --images DIR or set YOLO_SHARED_DIR)")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    from runtime.errors import InputError
+    from runtime.sources import list_images
+
+    try:
+        files = list_images(folder)
+    except InputError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if limit is not None:
         files = files[: max(limit, 0)]
     if not files:

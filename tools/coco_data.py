@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from runtime.errors import InputError
 from runtime.files import file_sha256  # re-exported for the evaluation tool
+from runtime.sources import list_images
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_LISTED = 10  # names listed in one error message before "... and N more"
 
 __all__ = [
@@ -227,10 +228,10 @@ def select_images(annotations: CocoAnnotations, images_dir: str | Path, *, limit
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise ImagesError(f"{images_dir}: image folder not found")
-    on_disk = {p.name for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
-    if not on_disk:
-        raise ImagesError(f"{images_dir}: image folder holds no images "
-                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    try:
+        on_disk = {p.name for p in list_images(images_dir)}  # the Predictor's own notion of an image file
+    except InputError as exc:
+        raise ImagesError(str(exc)) from None
     if limit is not None and limit < 1:
         raise ImagesError(f"--limit must be >= 1, got {limit}")
 
