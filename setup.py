@@ -1,6 +1,6 @@
 """Build the kernels in ext/ as private modules of the runtime package.
 
-Cython: runtime._nms, runtime._masks, runtime._preprocess. Numba, ahead of time: runtime._decode_aot
+Cython: runtime._nms, runtime._masks, runtime._preprocess, runtime._anchors. Numba, ahead of time: runtime._decode_aot
 (from runtime/_decode_kernels.py; see ext/decode_aot.py).
 """
 
@@ -20,17 +20,19 @@ COMPILER_DIRECTIVES = {
     "initializedcheck": False,
 }
 
-# runtime._masks runs detections in parallel with OpenMP (GCC / Linux; elsewhere it builds serial)
-# and never contracts a * b + c into an FMA, so its float32 results stay those of separate multiply
-# and add even when CFLAGS add -march=... .
+# runtime._masks runs detections in parallel with OpenMP (GCC / Linux; elsewhere it builds serial).
+# runtime._masks and runtime._nms never contract a * b + c into an FMA, so their float32 results
+# stay those of separate multiply and add (numpy's, torch's) even when CFLAGS add -march=... .
 OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 NO_FMA = [] if sys.platform == "win32" else ["-ffp-contract=off"]
 
 EXTENSIONS = [
-    Extension("runtime._nms", ["ext/nms.pyx"], include_dirs=[np.get_include()], extra_compile_args=["-O3"]),
+    Extension("runtime._nms", ["ext/nms.pyx"], include_dirs=[np.get_include()],
+              extra_compile_args=["-O3", *NO_FMA]),
     Extension("runtime._masks", ["ext/masks.pyx"], include_dirs=[np.get_include()],
               extra_compile_args=["-O3", *NO_FMA, *OPENMP], extra_link_args=OPENMP),
     Extension("runtime._preprocess", ["ext/preprocess.pyx"], extra_compile_args=["-O3"]),
+    Extension("runtime._anchors", ["ext/anchors.pyx"], extra_compile_args=["-O3"]),
 ]
 
 

@@ -211,17 +211,20 @@ cdef Py_ssize_t _region(
     wh = pr1 - pr0
     ww = px1 - px0
 
-    # logits = coeff . protos over the window, float32, summed over m in order; one window row at
-    # a time, so the row being accumulated stays in L1.
+    # logits = coeff . protos over the window, float32, summed over m in order. Prototype by
+    # prototype: each pass reads one window of one plane row after row, a pattern the hardware
+    # prefetcher follows (the protos arrive cold from inference), while the window's logits stay in L1.
+    cm = coeff[0]
     for r in range(wh):
         src = protos + (pr0 + r) * mw + px0
         dst = logits + r * ww
-        cm = coeff[0]
         for c in range(ww):
             dst[c] = cm * src[c]
-        for m in range(1, nm):
-            cm = coeff[m]
-            src = src + plane
+    for m in range(1, nm):
+        cm = coeff[m]
+        for r in range(wh):
+            src = protos + m * plane + (pr0 + r) * mw + px0
+            dst = logits + r * ww
             for c in range(ww):
                 dst[c] = dst[c] + cm * src[c]
 
@@ -290,6 +293,21 @@ cdef inline int _box_region(const float* box, Py_ssize_t H, Py_ssize_t W,
     return r1[0] > r0[0] and c1[0] > c0[0]
 
 
+cdef void _clear_outside(uint8_t* mask, Py_ssize_t H, Py_ssize_t W, int inside, Py_ssize_t r0, Py_ssize_t r1,
+                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Zero every pixel of an (H, W) mask outside rows [r0, r1) x cols [c0, c1) (all of it when not
+    ``inside``), so the output needs no zeroing pass of its own."""
+    cdef Py_ssize_t r
+    if not inside:
+        memset(mask, 0, H * W)
+        return
+    memset(mask, 0, r0 * W)
+    for r in range(r0, r1):
+        memset(mask + r * W, 0, c0)
+        memset(mask + r * W + c1, 0, W - c1)
+    memset(mask + r1 * W, 0, (H - r1) * W)
+
+
 cdef struct Job:
     Py_ssize_t cost
     Py_ssize_t i
@@ -325,6 +343,20 @@ cdef Py_ssize_t* _largest_first(const float* boxes, Py_ssize_t n, Py_ssize_t H, 
     return order
 
 
+cdef Py_ssize_t _mask_one(
+    const float* protos, Py_ssize_t nm, Py_ssize_t mh, Py_ssize_t mw, const float* coeff, const float* box,
+    const Tables* t, Scratch* sc, uint8_t* mask, Py_ssize_t H, Py_ssize_t W,
+) noexcept nogil:
+    """Write one whole (H, W) mask; returns its area. The box region lives on this call's stack, so
+    threads never share it."""
+    cdef Py_ssize_t r0, r1, c0, c1
+    cdef int inside = _box_region(box, H, W, &r0, &r1, &c0, &c1)
+    _clear_outside(mask, H, W, inside, r0, r1, c0, c1)
+    if not inside:
+        return 0
+    return _region(protos, nm, mh, mw, coeff, t, r0, r1, c0, c1, sc, mask + r0 * W + c0, W)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def assemble(
@@ -339,14 +371,14 @@ def assemble(
     int64_t[::1] areas,
     int threads=0,
 ):
-    """Write box-cropped binary masks into ``masks`` (pre-zeroed) and their pixel counts.
+    """Write box-cropped binary masks into ``masks`` (every pixel) and their pixel counts.
 
     protos    : (nm, mh, mw) float32.
     coeffs    : (n, nm) float32.
     boxes     : (n, 4) float32 xyxy in output pixels.
     y_start   : (H,) int64; y_weights : (H, Ky) float32 with y_start + Ky <= mh.
     x_start   : (W,) int64; x_weights : (W, Kx) float32 with x_start + Kx <= mw.
-    masks     : (n, H, W) uint8 output, zero on entry.
+    masks     : (n, H, W) uint8 output; its content on entry does not matter.
     areas     : (n,) int64 output.
     threads   : most threads to use, never more than n; <= 0: OpenMP's default number, with the
                 team shrunk while the load average says the CPUs are busy (OpenMP dynamic
@@ -355,7 +387,7 @@ def assemble(
     """
     cdef Py_ssize_t n = coeffs.shape[0], nm = protos.shape[0], mh = protos.shape[1], mw = protos.shape[2]
     cdef Py_ssize_t H = masks.shape[1], W = masks.shape[2]
-    cdef Py_ssize_t i, r0, r1, c0, c1
+    cdef Py_ssize_t i
     cdef Tables t
     cdef Py_ssize_t j
     cdef Py_ssize_t* order = NULL
@@ -379,9 +411,8 @@ def assemble(
             raise MemoryError()
         with nogil:
             for i in range(n):
-                if _box_region(&boxes[i, 0], H, W, &r0, &r1, &c0, &c1):
-                    areas[i] = _region(&protos[0, 0, 0], nm, mh, mw, &coeffs[i, 0], &t, r0, r1, c0, c1,
-                                       &sc, &masks[i, r0, c0], W)
+                areas[i] = _mask_one(&protos[0, 0, 0], nm, mh, mw, &coeffs[i, 0], &boxes[i, 0], &t, &sc,
+                                     &masks[i, 0, 0], H, W)
         _scratch_free(&sc)
         return
     # Per-thread scratch; a thread that cannot get it marks its detections with area -1.
@@ -395,9 +426,9 @@ def assemble(
             i = order[j]
             if psc == NULL:
                 areas[i] = -1
-            elif _box_region(&boxes[i, 0], H, W, &r0, &r1, &c0, &c1):
-                areas[i] = _region(&protos[0, 0, 0], nm, mh, mw, &coeffs[i, 0], &t, r0, r1, c0, c1,
-                                   psc, &masks[i, r0, c0], W)
+            else:
+                areas[i] = _mask_one(&protos[0, 0, 0], nm, mh, mw, &coeffs[i, 0], &boxes[i, 0], &t, psc,
+                                     &masks[i, 0, 0], H, W)
         _scratch_delete(psc)
     _restore_dynamic(dyn)
     free(order)

@@ -1,28 +1,140 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Pack a resized BGR uint8 image into a padded RGB float32 CHW plane set in one pass."""
+"""Letterbox kernels: pack a resized BGR uint8 image into padded RGB float32 CHW planes in one pass, and
+map detections back to the source image."""
 
 from libc.stdint cimport uint8_t
+from libc.stdlib cimport free, malloc
+
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include <stdint.h>
+    /* Built for AVX2 and for the baseline ISA; the loader picks one for the CPU it runs on. */
+    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+    #define PACK_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define PACK_CLONES
+    #endif
+
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #define PACK_STREAM 1
+    #else
+    #define PACK_STREAM 0
+    #endif
+
+    /* dst[0 .. n) = src[0 .. n). The 16-byte-aligned middle goes out with non-temporal stores: the
+       network input is several MB, written once and read once by inference, so the stores need not
+       read the old lines into the cache first (which doubles the memory traffic of plain stores). */
+    static void stream_copy(float* dst, const float* src, ptrdiff_t n) {
+        ptrdiff_t i = 0;
+    #if PACK_STREAM
+        while (i < n && ((uintptr_t) (dst + i) & 15)) { dst[i] = src[i]; i++; }
+        for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+    #endif
+        for (; i < n; i++) dst[i] = src[i];
+    }
+
+    static void stream_fill(float* dst, ptrdiff_t n, float v) {
+        ptrdiff_t i = 0;
+    #if PACK_STREAM
+        __m128 vv = _mm_set1_ps(v);
+        while (i < n && ((uintptr_t) (dst + i) & 15)) { dst[i] = v; i++; }
+        for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, vv);
+    #endif
+        for (; i < n; i++) dst[i] = v;
+    }
+
+    static void stream_done(void) {
+    #if PACK_STREAM
+        _mm_sfence();  /* order the non-temporal stores before anything that reads the planes */
+    #endif
+    }
+
+    /* One image row: BGR bytes -> R, G, B float rows in tmp (3 * w floats, stays in L1).
+       (float) v / 255.0f is correctly rounded, so it equals numpy's / torch's uint8 -> float32 / 255
+       bit for bit; the loop vectorises. */
+    PACK_CLONES static void convert_row(const uint8_t* bgr, ptrdiff_t w, float* tmp) {
+        float* r = tmp;
+        float* g = tmp + w;
+        float* b = tmp + 2 * w;
+        for (ptrdiff_t x = 0; x < w; x++) {
+            r[x] = (float) bgr[3 * x + 2] / 255.0f;
+            g[x] = (float) bgr[3 * x + 1] / 255.0f;
+            b[x] = (float) bgr[3 * x] / 255.0f;
+        }
+    }
+    """
+    void convert_row(const uint8_t* bgr, Py_ssize_t w, float* tmp) noexcept nogil
+    void stream_copy(float* dst, const float* src, Py_ssize_t n) noexcept nogil
+    void stream_fill(float* dst, Py_ssize_t n, float v) noexcept nogil
+    void stream_done() noexcept nogil
 
 
 def pack_bgr_to_chw(const uint8_t[:, :, ::1] image_bgr, float[:, :, ::1] out, Py_ssize_t top,
-                    Py_ssize_t left, const float[::1] lut, float pad_value):
-    """out[c, top + y, left + x] = lut[image_bgr[y, x, 2 - c]]; every other pixel = pad_value."""
+                    Py_ssize_t left, float pad_value):
+    """out[c, top + y, left + x] = image_bgr[y, x, 2 - c] / 255; every other pixel = pad_value.
+
+    The image must fit: top + h <= H and left + w <= W (ValueError otherwise).
+    """
     cdef Py_ssize_t h = image_bgr.shape[0], w = image_bgr.shape[1]
-    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
-    cdef Py_ssize_t c, y, x
+    cdef Py_ssize_t H = out.shape[1], W = out.shape[2]
+    cdef Py_ssize_t c, y
+    cdef float* tmp
+    cdef float* row
+    if out.shape[0] != 3 or image_bgr.shape[2] != 3 or top < 0 or left < 0 or top + h > H or left + w > W:
+        raise ValueError(f"a ({h}, {w}, {image_bgr.shape[2]}) image at ({top}, {left}) does not fit "
+                         f"output planes of shape ({out.shape[0]}, {H}, {W})")
+    if H == 0 or W == 0:
+        return
+    tmp = <float*> malloc((3 * w + 1) * sizeof(float))
+    if tmp == NULL:
+        raise MemoryError()
     with nogil:
         for c in range(3):
-            for y in range(out_h):
-                if y < top or y >= top + h:
-                    for x in range(out_w):
-                        out[c, y, x] = pad_value
-                else:
-                    for x in range(left):
-                        out[c, y, x] = pad_value
-                    for x in range(left + w, out_w):
-                        out[c, y, x] = pad_value
+            stream_fill(&out[c, 0, 0], top * W, pad_value)
+            stream_fill(&out[c, 0, 0] + (top + h) * W, (H - top - h) * W, pad_value)
         for y in range(h):
-            for x in range(w):
-                out[0, top + y, left + x] = lut[image_bgr[y, x, 2]]
-                out[1, top + y, left + x] = lut[image_bgr[y, x, 1]]
-                out[2, top + y, left + x] = lut[image_bgr[y, x, 0]]
+            if w > 0:
+                convert_row(&image_bgr[y, 0, 0], w, tmp)
+            for c in range(3):
+                row = &out[c, top + y, 0]
+                if left > 0:
+                    stream_fill(row, left, pad_value)
+                stream_copy(row + left, tmp + c * w, w)
+                if left + w < W:
+                    stream_fill(row + left + w, W - left - w, pad_value)
+        stream_done()
+    free(tmp)
+
+
+def boxes_to_source(const float[:, ::1] boxes, float[:, ::1] out, float offset_x, float offset_y, float gain_x,
+                    float gain_y, float width, float height):
+    """out[i] = ((x1, y1, x2, y2) - offset) / gain, each clipped to [0, width] / [0, height], in float32.
+
+    The inverse of the letterbox for detections, as numpy computes it on float32 arrays (NaN stays NaN).
+    """
+    cdef Py_ssize_t n = boxes.shape[0], i, k
+    cdef float v, offset[4], gain[4], limit[4]
+    if boxes.shape[1] != 4 or out.shape[0] != n or out.shape[1] != 4:
+        raise ValueError(f"boxes and out must both have shape (n, 4), got ({boxes.shape[0]}, {boxes.shape[1]}) "
+                         f"and ({out.shape[0]}, {out.shape[1]})")
+    offset[0] = offset_x
+    offset[1] = offset_y
+    offset[2] = offset_x
+    offset[3] = offset_y
+    gain[0] = gain_x
+    gain[1] = gain_y
+    gain[2] = gain_x
+    gain[3] = gain_y
+    limit[0] = width
+    limit[1] = height
+    limit[2] = width
+    limit[3] = height
+    with nogil:
+        for i in range(n):
+            for k in range(4):
+                v = (boxes[i, k] - offset[k]) / gain[k]
+                v = 0 if v < 0 else v
+                out[i, k] = limit[k] if v > limit[k] else v

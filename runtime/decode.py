@@ -58,7 +58,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Candidates", "decode_truncated", "decode_standard", "gather_anchor_rows"]
+__all__ = ["Candidates", "TruncatedDecoder", "decode_truncated", "decode_standard", "gather_anchor_rows"]
 
 MAX_CANDIDATES = 30000  # Ultralytics' max_nms
 
@@ -191,6 +191,101 @@ def standard_kernel():
 # ------------------------------------------------------------------------------------------------ API
 
 
+class TruncatedDecoder:
+    """:func:`decode_truncated` with everything but the maps checked and prepared once.
+
+    For decoding image after image of one model: ``decoder(box_levels, cls_levels)`` only checks
+    that each map is a C-contiguous float32 array of the shape given here (``box_shapes[i]`` =
+    (4 * reg_max, H_i, W_i), ``cls_shapes[i]`` = (nc, H_i, W_i)), so the per-image cost is the
+    kernel's. Arguments as in :func:`decode_truncated`; InputError when they are inconsistent.
+    """
+
+    def __init__(
+        self,
+        box_shapes: Sequence[tuple[int, int, int]],
+        cls_shapes: Sequence[tuple[int, int, int]],
+        strides: Sequence[float],
+        conf_thr: float,
+        *,
+        multi_label: bool = False,
+        classes: Sequence[int] | None = None,
+        max_candidates: int = MAX_CANDIDATES,
+        dfl_bins: Sequence[float] | None = None,
+    ) -> None:
+        conf = _conf32(conf_thr)
+        cap = _max_candidates(max_candidates)
+        try:
+            box_shapes = [tuple(int(d) for d in b) for b in box_shapes]
+            cls_shapes = [tuple(int(d) for d in c) for c in cls_shapes]
+            strides = list(np.asarray(strides, dtype=np.float64).reshape(-1))
+        except (TypeError, ValueError) as e:
+            raise InputError(f"box_levels, cls_levels and strides must be sequences: {e}") from None
+        nl = len(box_shapes)
+        if nl == 0:
+            raise InputError("expected at least one level, got 0 box levels")
+        if len(cls_shapes) != nl or len(strides) != nl:
+            raise InputError(
+                f"mismatched levels: expected {nl} class levels and {nl} strides (one per box level), "
+                f"got {len(cls_shapes)} class levels and {len(strides)} strides"
+            )
+        reg_max = nc = None
+        for i, (b, c) in enumerate(zip(box_shapes, cls_shapes)):
+            if len(b) != 3 or len(c) != 3:
+                raise InputError(f"level {i}: expected 3-D maps, got shapes {b} (box) and {c} (class)")
+            if b[1:] != c[1:]:
+                raise InputError(
+                    f"level {i}: box and class maps must share (H, W): expected {b[1:]} (box), got {c[1:]} (class)"
+                )
+            if b[0] == 0 or b[0] % 4:
+                raise InputError(f"level {i}: box channels must be a positive multiple of 4 (4 * reg_max), got {b[0]}")
+            if c[0] == 0:
+                raise InputError(f"level {i}: expected at least one class channel, got 0")
+            if reg_max is None:
+                reg_max, nc = b[0] // 4, c[0]
+            elif b[0] != 4 * reg_max:
+                raise InputError(f"level {i}: expected {4 * reg_max} box channels like level 0, got {b[0]}")
+            elif c[0] != nc:
+                raise InputError(f"level {i}: expected {nc} class channels like level 0, got {c[0]}")
+            s = float(strides[i])
+            if not (math.isfinite(s) and s > 0):
+                raise InputError(f"level {i}: stride must be a positive finite number, got {strides[i]!r}")
+            strides[i] = s
+        total = sum(c[1] * c[2] for c in cls_shapes)
+        if total >= 2**31:
+            raise InputError(f"expected fewer than 2**31 anchors in all, got {total}")
+        allowed = _allowed_mask(classes, nc)
+        bins = np.arange(reg_max, dtype=np.float64) if dfl_bins is None else np.asarray(dfl_bins, np.float64)
+        if bins.shape != (reg_max,):
+            raise InputError(f"dfl_bins must hold reg_max={reg_max} values, got shape {bins.shape}")
+        c64 = float(conf)
+        t = -math.inf if c64 <= 0.0 else (math.inf if c64 >= 1.0 else math.log(c64 / (1.0 - c64)))
+        if math.isfinite(t):
+            t -= 1e-6 * (1.0 + abs(t))  # prefilter margin; the exact float32 test follows in the kernel
+        self.box_shapes, self.cls_shapes = tuple(box_shapes), tuple(cls_shapes)
+        self._maps = tuple((b, c, (b[0], b[1] * b[2]), (c[0], c[1] * c[2])) for b, c in zip(box_shapes, cls_shapes))
+        self._empty = not allowed.any() or total == 0
+        self._kernel = truncated_kernel(nl)
+        self._args = (np.asarray([c[2] for c in cls_shapes], np.int64), np.asarray(strides, np.float64), bins, t,
+                      conf, allowed, bool(multi_label), cap)
+
+    def __call__(self, box_levels: Sequence[np.ndarray], cls_levels: Sequence[np.ndarray]) -> Candidates:
+        """Candidates of one image (maps as described in the class docstring), in anchor order."""
+        if len(box_levels) != len(self._maps) or len(cls_levels) != len(self._maps):
+            raise InputError(f"expected {len(self._maps)} box and class levels, "
+                             f"got {len(box_levels)} and {len(cls_levels)}")
+        boxes2d, cls2d = [], []
+        for i, (b, c, (bshape, cshape, b2d, c2d)) in enumerate(zip(box_levels, cls_levels, self._maps)):
+            for what, a, shape in (("box", b, bshape), ("class", c, cshape)):
+                if a.shape != shape or a.dtype != np.float32 or not a.flags.c_contiguous:
+                    raise InputError(f"{what} level {i}: expected a C-contiguous float32 array of shape {shape}, "
+                                     f"got {a.dtype} {tuple(a.shape)}")
+            boxes2d.append(b.reshape(b2d))
+            cls2d.append(c.reshape(c2d))
+        if self._empty:
+            return Candidates.empty()
+        return _wrap(self._kernel(tuple(boxes2d), tuple(cls2d), *self._args))
+
+
 def decode_truncated(
     box_levels: Sequence[np.ndarray],
     cls_levels: Sequence[np.ndarray],
@@ -207,85 +302,21 @@ def decode_truncated(
     box_levels[i]: (4 * reg_max, H_i, W_i) DFL logits; cls_levels[i]: (nc, H_i, W_i) class logits;
     strides[i]: stride of level i in letterbox pixels. A leading batch axis of size 1 is accepted.
     reg_max is inferred as channels / 4. dfl_bins: the DFL's bin values (reg_max,), 0..reg_max-1
-    when None; a checkpoint whose DFL weights were rounded carries its own. Raises InputError on inconsistent shapes or bad arguments.
-    Returns candidates in anchor order.
+    when None; a checkpoint whose DFL weights were rounded carries its own. Raises InputError on
+    inconsistent shapes or bad arguments. Returns candidates in anchor order. Decoding many images
+    of one model: build a :class:`TruncatedDecoder` once instead.
     """
-    conf = _conf32(conf_thr)
-    cap = _max_candidates(max_candidates)
     try:
         box_levels = list(box_levels)
         cls_levels = list(cls_levels)
-        strides = list(np.asarray(strides, dtype=np.float64).reshape(-1))
-    except (TypeError, ValueError) as e:
+    except TypeError as e:
         raise InputError(f"box_levels, cls_levels and strides must be sequences: {e}") from None
-    nl = len(box_levels)
-    if nl == 0:
-        raise InputError("expected at least one level, got 0 box levels")
-    if len(cls_levels) != nl or len(strides) != nl:
-        raise InputError(
-            f"mismatched levels: expected {nl} class levels and {nl} strides (one per box level), "
-            f"got {len(cls_levels)} class levels and {len(strides)} strides"
-        )
-
-    boxes2d, cls2d, widths = [], [], []
-    reg_max = nc = None
-    for i in range(nl):
-        b = _as_f32(box_levels[i], f"box level {i}", 3)
-        c = _as_f32(cls_levels[i], f"class level {i}", 3)
-        if b.shape[1:] != c.shape[1:]:
-            raise InputError(
-                f"level {i}: box and class maps must share (H, W): expected {tuple(b.shape[1:])} "
-                f"(box), got {tuple(c.shape[1:])} (class)"
-            )
-        if b.shape[0] == 0 or b.shape[0] % 4:
-            raise InputError(
-                f"level {i}: box channels must be a positive multiple of 4 (4 * reg_max), got {b.shape[0]}"
-            )
-        if c.shape[0] == 0:
-            raise InputError(f"level {i}: expected at least one class channel, got 0")
-        if reg_max is None:
-            reg_max, nc = b.shape[0] // 4, c.shape[0]
-        elif b.shape[0] != 4 * reg_max:
-            raise InputError(f"level {i}: expected {4 * reg_max} box channels like level 0, got {b.shape[0]}")
-        elif c.shape[0] != nc:
-            raise InputError(f"level {i}: expected {nc} class channels like level 0, got {c.shape[0]}")
-        s = float(strides[i])
-        if not (math.isfinite(s) and s > 0):
-            raise InputError(f"level {i}: stride must be a positive finite number, got {strides[i]!r}")
-        h, w = b.shape[1], b.shape[2]
-        boxes2d.append(b.reshape(4 * reg_max, h * w))
-        cls2d.append(c.reshape(nc, h * w))
-        widths.append(w)
-        strides[i] = s
-
-    total = sum(c.shape[1] for c in cls2d)
-    if total >= 2**31:
-        raise InputError(f"expected fewer than 2**31 anchors in all, got {total}")
-    allowed = _allowed_mask(classes, nc)
-    if not allowed.any() or total == 0:
-        return Candidates.empty()
-
-    bins = np.arange(reg_max, dtype=np.float64) if dfl_bins is None else np.asarray(dfl_bins, np.float64)
-    if bins.shape != (reg_max,):
-        raise InputError(f"dfl_bins must hold reg_max={reg_max} values, got shape {bins.shape}")
-
-    c64 = float(conf)
-    t = -math.inf if c64 <= 0.0 else (math.inf if c64 >= 1.0 else math.log(c64 / (1.0 - c64)))
-    if math.isfinite(t):
-        t -= 1e-6 * (1.0 + abs(t))  # prefilter margin; the exact float32 test follows in the kernel
-    out = truncated_kernel(nl)(
-        tuple(boxes2d),
-        tuple(cls2d),
-        np.asarray(widths, np.int64),
-        np.asarray(strides, np.float64),
-        bins,
-        t,
-        conf,
-        allowed,
-        bool(multi_label),
-        cap,
-    )
-    return _wrap(out)
+    boxes = [_as_f32(b, f"box level {i}", 3) for i, b in enumerate(box_levels)]
+    cls = [_as_f32(c, f"class level {i}", 3) for i, c in enumerate(cls_levels)]
+    decoder = TruncatedDecoder([b.shape for b in boxes], [c.shape for c in cls], strides, conf_thr,
+                               multi_label=multi_label, classes=classes, max_candidates=max_candidates,
+                               dfl_bins=dfl_bins)
+    return decoder(boxes, cls)
 
 
 def decode_standard(
@@ -354,20 +385,14 @@ def gather_anchor_rows(levels, anchor_ids: np.ndarray) -> np.ndarray:
             if m.shape[0] != ch:
                 raise InputError(f"level {i}: expected {ch} channels like level 0, got {m.shape[0]}")
 
-    ch = mats[0].shape[0]
-    total = sum(m.shape[1] for m in mats)
+    level_ends = np.cumsum([m.shape[1] for m in mats], dtype=np.int64)
+    total = int(level_ends[-1])
     if ids.size and (ids.min() < 0 or ids.max() >= total):
         raise InputError(
             f"anchor_ids: expected ids in [0, {total}), got min {int(ids.min())} max {int(ids.max())}"
         )
-    if len(mats) == 1:
-        return np.ascontiguousarray(mats[0][:, ids].T)
-    out = np.empty((ids.size, ch), np.float32)
-    off = 0
-    for m in mats:
-        n = m.shape[1]
-        sel = (ids >= off) & (ids < off + n)
-        if sel.any():
-            out[sel] = m[:, ids[sel] - off].T
-        off += n
+    from ._anchors import gather_rows
+
+    out = np.empty((ids.size, mats[0].shape[0]), np.float32)
+    gather_rows(tuple(mats), level_ends, np.ascontiguousarray(ids), out)
     return out

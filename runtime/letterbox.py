@@ -7,11 +7,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ._preprocess import pack_bgr_to_chw
+from ._preprocess import boxes_to_source, pack_bgr_to_chw
 
 PAD_VALUE = 114
 _PAD_FLOAT = np.float32(PAD_VALUE) / np.float32(255)
-_U8_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255)  # exact same floats as x / 255
 
 
 @dataclass(frozen=True)
@@ -34,14 +33,10 @@ class Letterbox:
 
     def boxes_to_source(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Map (n, 4) float32 xyxy boxes from input pixels to source pixels, clipped to the image."""
-        out = np.empty_like(boxes_xyxy, dtype=np.float32)
-        gx, gy = np.float32(self.gain_xy[0]), np.float32(self.gain_xy[1])
-        ox, oy = np.float32(self.offset_xy[0]), np.float32(self.offset_xy[1])
-        h, w = self.src_hw
-        out[:, 0] = np.clip((boxes_xyxy[:, 0] - ox) / gx, 0, w)
-        out[:, 1] = np.clip((boxes_xyxy[:, 1] - oy) / gy, 0, h)
-        out[:, 2] = np.clip((boxes_xyxy[:, 2] - ox) / gx, 0, w)
-        out[:, 3] = np.clip((boxes_xyxy[:, 3] - oy) / gy, 0, h)
+        boxes = np.ascontiguousarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        out = np.empty_like(boxes)
+        (gx, gy), (ox, oy), (h, w) = self.gain_xy, self.offset_xy, self.src_hw
+        boxes_to_source(boxes, out, ox, oy, gx, gy, w, h)
         return out
 
     def points_to_source(self, points_xy: np.ndarray) -> np.ndarray:
@@ -91,5 +86,4 @@ def letterbox_into(image_bgr: np.ndarray, plan: Letterbox, out_chw: np.ndarray) 
     if out_chw.shape != (3, *plan.dst_hw) or out_chw.dtype != np.float32 or not out_chw.flags.c_contiguous:
         raise ValueError(f"out_chw must be C-contiguous float32 of shape {(3, *plan.dst_hw)}, "
                          f"got {out_chw.dtype} {out_chw.shape}")
-    pack_bgr_to_chw(np.ascontiguousarray(image_bgr), out_chw, plan.pad_top, plan.pad_left, _U8_TO_UNIT,
-                    float(_PAD_FLOAT))
+    pack_bgr_to_chw(np.ascontiguousarray(image_bgr), out_chw, plan.pad_top, plan.pad_left, float(_PAD_FLOAT))

@@ -189,18 +189,8 @@ def _threads(threads: int | None) -> int:
     return int(threads)
 
 
-def _check_inputs(protos, coeffs, boxes_xyxy, geometry):
-    if not isinstance(geometry, MaskGeometry):
-        raise InputError(f"geometry must be a MaskGeometry, got {type(geometry).__name__}")
-    p = np.ascontiguousarray(protos, dtype=np.float32)
-    if p.ndim != 3:
-        raise InputError(f"protos must have shape (nm, mh, mw), got {np.shape(protos)}")
-    nm, mh, mw = p.shape
-    if geometry.proto_hw is not None and (mh, mw) != tuple(geometry.proto_hw):
-        raise InputError(
-            f"protos must have shape ({nm}, {geometry.proto_hw[0]}, {geometry.proto_hw[1]}) "
-            f"for this geometry, got {p.shape}"
-        )
+def _geometry_tables(geometry: MaskGeometry, mh: int, mw: int) -> tuple[np.ndarray, ...]:
+    """The geometry's tables as the kernels take them, checked against a (mh, mw) proto grid."""
     h, w = geometry.out_hw
     tables = (
         np.ascontiguousarray(geometry.y_start, dtype=np.int64),
@@ -214,6 +204,35 @@ def _check_inputs(protos, coeffs, boxes_xyxy, geometry):
                              f"got {start.shape} and {weights.shape}")
         if size and (int(start.min()) < 0 or int(start.max()) + weights.shape[1] > limit):
             raise InputError(f"geometry reads outside the proto grid of shape {(mh, mw)}")
+    return tables
+
+
+@functools.lru_cache(maxsize=64)
+def _frozen_geometry_tables(geometry: MaskGeometry, mh: int, mw: int) -> tuple[np.ndarray, ...]:
+    return _geometry_tables(geometry, mh, mw)
+
+
+def _tables_for(geometry: MaskGeometry, mh: int, mw: int) -> tuple[np.ndarray, ...]:
+    """Checked tables; cached for geometries whose arrays cannot change (all the ones built here)."""
+    if all(not a.flags.writeable for a in (geometry.y_start, geometry.y_weights, geometry.x_start,
+                                           geometry.x_weights)):
+        return _frozen_geometry_tables(geometry, mh, mw)
+    return _geometry_tables(geometry, mh, mw)
+
+
+def _check_inputs(protos, coeffs, boxes_xyxy, geometry):
+    if not isinstance(geometry, MaskGeometry):
+        raise InputError(f"geometry must be a MaskGeometry, got {type(geometry).__name__}")
+    p = np.ascontiguousarray(protos, dtype=np.float32)
+    if p.ndim != 3:
+        raise InputError(f"protos must have shape (nm, mh, mw), got {np.shape(protos)}")
+    nm, mh, mw = p.shape
+    if geometry.proto_hw is not None and (mh, mw) != tuple(geometry.proto_hw):
+        raise InputError(
+            f"protos must have shape ({nm}, {geometry.proto_hw[0]}, {geometry.proto_hw[1]}) "
+            f"for this geometry, got {p.shape}"
+        )
+    tables = _tables_for(geometry, mh, mw)
     c = np.ascontiguousarray(coeffs, dtype=np.float32)
     if c.ndim != 2 or c.shape[1] != nm:
         raise InputError(f"coeffs must have shape (n, {nm}), got {np.shape(coeffs)}")
@@ -258,7 +277,7 @@ def assemble_masks(
     nt = _threads(threads)
     p, c, b, tables = _check_inputs(protos, coeffs, boxes_xyxy, geometry)
     h, w = geometry.out_hw
-    masks = np.zeros((c.shape[0], h, w), dtype=np.bool_)
+    masks = np.empty((c.shape[0], h, w), dtype=np.bool_)  # the kernel writes every pixel
     areas = np.zeros(c.shape[0], dtype=np.int64)
     _masks.assemble(p, c, b, *tables, masks.view(np.uint8), areas, nt)
     return masks, areas

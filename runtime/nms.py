@@ -9,11 +9,12 @@ of different classes when their offset boxes provably cannot overlap.
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
 
-from runtime._nms import greedy_nms
+from runtime._nms import greedy_nms, ranked_nms
 from runtime.errors import InputError
 
 __all__ = ["nms"]
@@ -63,6 +64,7 @@ def _classes_separable(boxes: np.ndarray, offsets: np.ndarray) -> bool:
     return bool(np.isfinite(span) and np.isfinite(gap) and span <= gap)
 
 
+@functools.lru_cache(maxsize=64)
 def _float32_below(t: float) -> float:
     """Largest float32 f <= t: for float32 x, ``x > f`` equals torchvision's ``x > t`` in double."""
     f = np.float32(t)
@@ -117,19 +119,27 @@ def nms(
         raise InputError(f"iou_thr must be in [0, 1], got {iou_thr}")
     if n == 0 or max_det == 0:
         return np.zeros(0, dtype=np.int64)
-
+    thr = _float32_below(iou_thr)
+    keep = np.empty(min(n, int(max_det)), dtype=np.int64)
+    # Grouping by class only pays for itself on many candidates; comparing every pair gives the same
+    # keep list (offset boxes of different classes have IoU 0), all in one kernel call.
+    offsets = grouped = None
+    if not agnostic and n > GROUPING_MIN_BOXES:
+        offsets = classes.astype(np.float32) * np.float32(class_offset)  # float32, like torch
+        grouped = _classes_separable(boxes, offsets)
+    if not grouped:
+        k = ranked_nms(boxes, scores, classes, class_offset, bool(agnostic), thr, keep)
+        if k >= 0:
+            return keep[:k].copy()
+    # Grouped by class, or NaN scores (which a stable sort of -scores ranks first).
     order = _score_order(scores)
     if agnostic:
         offset_boxes = boxes
-        grouped = False
     else:
-        offsets = classes.astype(np.float32) * np.float32(class_offset)  # float32, like torch
+        if offsets is None:
+            offsets = classes.astype(np.float32) * np.float32(class_offset)
         with np.errstate(over="ignore", invalid="ignore"):
             offset_boxes = boxes + offsets[:, None]
-        # Grouping by class only pays for itself on many candidates; comparing every pair gives the
-        # same keep list (offset boxes of different classes have IoU 0) with less numpy overhead.
-        grouped = n > GROUPING_MIN_BOXES and _classes_separable(boxes, offsets)
-
     if grouped:
         ranked_classes = classes[order]
         perm = np.argsort(ranked_classes, kind="stable")  # group layout -> score rank
@@ -142,10 +152,8 @@ def nms(
         group_pos = np.arange(n, dtype=np.int64)
         group_end = np.full(n, n, dtype=np.int64)
         group_src = order.astype(np.int64)
-
     gboxes = np.ascontiguousarray(offset_boxes[group_src].T, dtype=np.float32)  # (4, n) x1, y1, x2, y2
     with np.errstate(over="ignore", invalid="ignore"):
         areas = np.ascontiguousarray((gboxes[2] - gboxes[0]) * (gboxes[3] - gboxes[1]))
-    keep = np.empty(min(n, int(max_det)), dtype=np.int64)
-    k = greedy_nms(gboxes, areas, group_pos, group_end, group_src, _float32_below(iou_thr), keep)
+    k = greedy_nms(gboxes, areas, group_pos, group_end, group_src, thr, keep)
     return keep[:k].copy()

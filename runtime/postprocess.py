@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decode import Candidates, decode_standard, decode_truncated, gather_anchor_rows
+from ._anchors import gather_rows
+from .decode import Candidates, TruncatedDecoder, decode_standard, gather_anchor_rows
 from .letterbox import Letterbox
 from .masks import assemble_masks, encode_masks_rle, letterbox_mask_geometry, native_mask_geometry
 from .nms import nms
@@ -28,21 +29,6 @@ class PostprocessSettings:
     retina_masks: bool
     rle_masks: bool
     max_candidates: int = 30000
-
-
-def _decode(spec: ModelSpec, outputs: dict[str, np.ndarray], i: int, s: PostprocessSettings) -> Candidates:
-    kwargs = dict(multi_label=s.multi_label, classes=s.classes, max_candidates=s.max_candidates)
-    if spec.layout == STANDARD_LAYOUT:
-        return decode_standard(outputs[spec.output0][i], spec.nc, s.conf, **kwargs)
-    return decode_truncated([outputs[lv.box][i] for lv in spec.levels], [outputs[lv.cls][i] for lv in spec.levels],
-                            spec.strides, s.conf, dfl_bins=spec.dfl_bins, **kwargs)
-
-
-def _extra_rows(spec: ModelSpec, outputs: dict[str, np.ndarray], i: int, anchor_ids: np.ndarray) -> np.ndarray:
-    """Per-detection extra channels (mask coefficients or raw keypoints), (n, C) float32."""
-    if spec.layout == STANDARD_LAYOUT:
-        return gather_anchor_rows(outputs[spec.output0][i][4 + spec.nc:], anchor_ids)
-    return gather_anchor_rows([outputs[lv.extra][i] for lv in spec.levels], anchor_ids)
 
 
 def _anchor_geometry(spec: ModelSpec, outputs: dict[str, np.ndarray], anchor_ids: np.ndarray):
@@ -72,49 +58,100 @@ def _decode_keypoints(spec: ModelSpec, outputs: dict[str, np.ndarray], raw: np.n
     return kpts
 
 
-def postprocess_image(spec: ModelSpec, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox,
-                      settings: PostprocessSettings, path: str | None = None) -> Result:
-    """Turn row ``i`` of a batch of raw outputs into a Result; stage times go to ``speed_ms``."""
-    t0 = time.perf_counter()
-    cand = _decode(spec, outputs, i, settings)
-    t1 = time.perf_counter()
-    keep = nms(cand.boxes_xyxy, cand.scores, cand.class_ids, settings.iou, settings.max_det, settings.agnostic)
-    t2 = time.perf_counter()
-    boxes_in = cand.boxes_xyxy[keep]
-    scores = cand.scores[keep]
-    class_ids = cand.class_ids[keep].astype(np.int32, copy=False)
-    anchor_ids = cand.anchor_ids[keep]
-    boxes_src = letterbox.boxes_to_source(boxes_in)
-    masks = rle = keypoints = None
-    mask_form = None
-    if spec.task == "segment" and len(keep):
-        coeffs = _extra_rows(spec, outputs, i, anchor_ids)
-        protos = outputs[spec.proto][i]
-        proto_hw = protos.shape[1:]
-        if settings.rle_masks or settings.retina_masks:
-            geometry = native_mask_geometry(proto_hw, letterbox.src_hw)
-            crop_boxes, mask_form = boxes_src, "native"
-        else:
-            geometry = letterbox_mask_geometry(proto_hw, letterbox.dst_hw)
-            crop_boxes, mask_form = boxes_in, "letterbox"
-        if settings.rle_masks:
-            rle, areas = encode_masks_rle(protos, coeffs, crop_boxes, geometry)
-        else:
-            masks, areas = assemble_masks(protos, coeffs, crop_boxes, geometry)
-        nonempty = areas > 0  # Ultralytics drops detections whose mask is empty
-        if not nonempty.all():
-            boxes_src, scores, class_ids = boxes_src[nonempty], scores[nonempty], class_ids[nonempty]
-            anchor_ids = anchor_ids[nonempty]
-            if masks is not None:
-                masks = masks[nonempty]
-            if rle is not None:
-                rle = [r for r, k in zip(rle, nonempty) if k]
-    elif spec.task == "pose" and len(keep):
-        raw = _extra_rows(spec, outputs, i, anchor_ids)
-        kpts = _decode_keypoints(spec, outputs, raw, anchor_ids)
-        kpts[..., :2] = letterbox.points_to_source(kpts[..., :2])
-        keypoints = kpts
-    t3 = time.perf_counter()
-    speed = {"decode": (t1 - t0) * 1e3, "nms": (t2 - t1) * 1e3, "masks": (t3 - t2) * 1e3}
-    return Result(boxes_src, scores, class_ids, spec.names, letterbox, masks=masks, mask_form=mask_form,
-                  keypoints=keypoints, masks_rle=rle, path=path, speed_ms=speed)
+class Postprocessor:
+    """Raw outputs of one model to Results: decode, NMS, masks or keypoints, back to image pixels.
+
+    Everything that depends only on the model and the settings (the decoder's arguments, level
+    offsets) is prepared once per output shape, so an image costs little more than the kernels.
+    """
+
+    def __init__(self, spec: ModelSpec, settings: PostprocessSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._decoders: dict[tuple, TruncatedDecoder] = {}
+        self._ends: dict[tuple, np.ndarray] = {}
+
+    def _decoder(self, boxes: list[np.ndarray], cls: list[np.ndarray]) -> TruncatedDecoder:
+        key = tuple(c.shape for c in cls)
+        decoder = self._decoders.get(key)
+        if decoder is None:
+            s = self.settings
+            decoder = TruncatedDecoder([b.shape for b in boxes], [c.shape for c in cls], self.spec.strides, s.conf,
+                                       multi_label=s.multi_label, classes=s.classes, max_candidates=s.max_candidates,
+                                       dfl_bins=self.spec.dfl_bins)
+            self._decoders[key] = decoder
+        return decoder
+
+    def _decode(self, outputs: dict[str, np.ndarray], i: int) -> Candidates:
+        spec, s = self.spec, self.settings
+        if spec.layout == STANDARD_LAYOUT:
+            return decode_standard(outputs[spec.output0][i], spec.nc, s.conf, multi_label=s.multi_label,
+                                   classes=s.classes, max_candidates=s.max_candidates)
+        boxes = [outputs[lv.box][i] for lv in spec.levels]
+        cls = [outputs[lv.cls][i] for lv in spec.levels]
+        return self._decoder(boxes, cls)(boxes, cls)
+
+    def _extra_rows(self, outputs: dict[str, np.ndarray], i: int, anchor_ids: np.ndarray) -> np.ndarray:
+        """Per-detection extra channels (mask coefficients or raw keypoints), (n, C) float32."""
+        spec = self.spec
+        if spec.layout == STANDARD_LAYOUT:
+            return gather_anchor_rows(outputs[spec.output0][i][4 + spec.nc:], anchor_ids)
+        maps = tuple(m.reshape(m.shape[0], -1) for m in (outputs[lv.extra][i] for lv in spec.levels))
+        rows = np.empty((len(anchor_ids), maps[0].shape[0]), np.float32)
+        gather_rows(maps, self._level_ends(maps), anchor_ids, rows)
+        return rows
+
+    def _level_ends(self, maps: tuple[np.ndarray, ...]) -> np.ndarray:
+        """Cumulative anchor counts of the levels (global anchor id -> level), cached by map sizes."""
+        key = tuple(m.shape[1] for m in maps)
+        ends = self._ends.get(key)
+        if ends is None:
+            ends = self._ends[key] = np.cumsum(key, dtype=np.int64)
+        return ends
+
+    def __call__(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None = None) -> Result:
+        """The Result of row ``i`` of a batch of raw outputs; stage times go to ``speed_ms``."""
+        spec, settings = self.spec, self.settings
+        t0 = time.perf_counter()
+        cand = self._decode(outputs, i)
+        t1 = time.perf_counter()
+        keep = nms(cand.boxes_xyxy, cand.scores, cand.class_ids, settings.iou, settings.max_det, settings.agnostic)
+        t2 = time.perf_counter()
+        boxes_in = cand.boxes_xyxy[keep]
+        scores = cand.scores[keep]
+        class_ids = cand.class_ids[keep].astype(np.int32, copy=False)
+        anchor_ids = cand.anchor_ids[keep]
+        boxes_src = letterbox.boxes_to_source(boxes_in)
+        masks = rle = keypoints = None
+        mask_form = None
+        if spec.task == "segment" and len(keep):
+            coeffs = self._extra_rows(outputs, i, anchor_ids)
+            protos = outputs[spec.proto][i]
+            proto_hw = protos.shape[1:]
+            if settings.rle_masks or settings.retina_masks:
+                geometry = native_mask_geometry(proto_hw, letterbox.src_hw)
+                crop_boxes, mask_form = boxes_src, "native"
+            else:
+                geometry = letterbox_mask_geometry(proto_hw, letterbox.dst_hw)
+                crop_boxes, mask_form = boxes_in, "letterbox"
+            if settings.rle_masks:
+                rle, areas = encode_masks_rle(protos, coeffs, crop_boxes, geometry)
+            else:
+                masks, areas = assemble_masks(protos, coeffs, crop_boxes, geometry)
+            if not areas.all():  # Ultralytics drops detections whose mask is empty
+                nonempty = areas > 0
+                boxes_src, scores, class_ids = boxes_src[nonempty], scores[nonempty], class_ids[nonempty]
+                anchor_ids = anchor_ids[nonempty]
+                if masks is not None:
+                    masks = masks[nonempty]
+                if rle is not None:
+                    rle = [r for r, k in zip(rle, nonempty) if k]
+        elif spec.task == "pose" and len(keep):
+            raw = self._extra_rows(outputs, i, anchor_ids)
+            kpts = _decode_keypoints(spec, outputs, raw, anchor_ids)
+            kpts[..., :2] = letterbox.points_to_source(kpts[..., :2])
+            keypoints = kpts
+        t3 = time.perf_counter()
+        speed = {"decode": (t1 - t0) * 1e3, "nms": (t2 - t1) * 1e3, "masks": (t3 - t2) * 1e3}
+        return Result(boxes_src, scores, class_ids, spec.names, letterbox, masks=masks, mask_form=mask_form,
+                      keypoints=keypoints, masks_rle=rle, path=path, speed_ms=speed)

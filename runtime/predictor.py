@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import numpy as np
 
 from .errors import InputError
 from .letterbox import Letterbox, letterbox_into, plan_letterbox
-from .postprocess import PostprocessSettings, postprocess_image
+from .postprocess import Postprocessor, PostprocessSettings
 from .result import Result
 from .session import open_session, run_session, session_spec
 from .sources import Source, expand_source, load_image
@@ -66,6 +67,7 @@ class Predictor:
                 raise InputError(f"classes {bad} are out of range for a model with {self.spec.nc} classes")
         self.settings = PostprocessSettings(float(conf), float(iou), int(max_det), class_tuple, bool(agnostic),
                                             bool(multi_label), bool(retina_masks or rle_masks), bool(rle_masks))
+        self._postprocess = Postprocessor(self.spec, self.settings)
         self.imgsz = self._resolve_imgsz(imgsz)
         self.rect = bool(rect)
         if batch is not None and batch < 1:
@@ -76,6 +78,7 @@ class Predictor:
             self.batch = self.spec.batch
         else:
             self.batch = batch or 1
+        self._buffers = _InputBuffers()
 
     def _resolve_imgsz(self, imgsz: int | Sequence[int] | None) -> tuple[int, int]:
         fixed = self.spec.input_hw
@@ -150,7 +153,7 @@ class Predictor:
         t0 = time.perf_counter()
         plans = self.plan([img.shape[:2] for img in images])
         rows = self.spec.batch or n
-        tensor = np.empty((rows, 3) + plans[0].dst_hw, np.float32)
+        tensor = self._buffers.acquire((rows, 3) + plans[0].dst_hw)
         for k, (image, plan) in enumerate(zip(images, plans)):
             letterbox_into(image, plan, tensor[k])
         if rows > n:
@@ -163,11 +166,14 @@ class Predictor:
     def _infer(self, batch: "_PreparedBatch") -> list[Result]:
         n = len(batch.images)
         t0 = time.perf_counter()
-        outputs = run_session(self.session, self.spec, batch.tensor)
+        try:
+            outputs = run_session(self.session, self.spec, batch.tensor)
+        finally:
+            self._buffers.release(batch.tensor)
         shared = dict(batch.speed, inference=(time.perf_counter() - t0) * 1e3 / n)
         results = []
         for k in range(n):
-            result = postprocess_image(self.spec, outputs, k, batch.plans[k], self.settings, batch.paths[k])
+            result = self._postprocess(outputs, k, batch.plans[k], batch.paths[k])
             result.speed_ms.update(shared)
             results.append(result)
         return results
@@ -182,3 +188,30 @@ class _PreparedBatch:
     plans: list[Letterbox]
     tensor: np.ndarray
     speed: dict[str, float]
+
+
+class _InputBuffers:
+    """Reusable input tensors, so letterboxing writes into memory that is already mapped.
+
+    A fresh 5 MB tensor per image costs page faults that take as long as the letterbox itself.
+    A buffer is taken while a batch is prepared and given back once the session has run it. At
+    most ``keep`` buffers are kept, the most recently returned ones (prefetching needs two).
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    def acquire(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            for k, tensor in enumerate(self._free):
+                if tensor.shape == shape:
+                    return self._free.pop(k)
+        return np.empty(shape, np.float32)
+
+    def release(self, tensor: np.ndarray) -> None:
+        with self._lock:
+            if not any(t is tensor for t in self._free):
+                self._free.append(tensor)
+                del self._free[:-self._keep]

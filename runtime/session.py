@@ -24,9 +24,11 @@ def open_session(model: str | Path, threads: int | None = None, providers: Seque
         raise ModelError(f"{path}: model file not found; {EXPORT_HINT}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle worker threads must not spin: on small CPUs they steal the cores that preprocessing, decode
-    # and mask assembly (and the caller's own threads) run on between inferences.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Worker threads spin between the operators of a run (fast hand-offs, and the cores stay awake)
+    # but stop when the run ends: spinning on after it steals the cores that preprocessing, decode
+    # and mask assembly (and the caller's own threads) need between inferences.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads is not None:
         if threads < 1:
