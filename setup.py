@@ -29,9 +29,10 @@ NO_FMA = [] if sys.platform == "win32" else ["-ffp-contract=off"]
 EXTENSIONS = [
     Extension("runtime._nms", ["ext/nms.pyx"], include_dirs=[np.get_include()],
               extra_compile_args=["-O3", *NO_FMA]),
-    Extension("runtime._masks", ["ext/masks.pyx"], include_dirs=[np.get_include()],
+    Extension("runtime._masks", ["ext/masks.pyx"], include_dirs=[np.get_include(), "ext"], depends=["ext/stream_store.h"],
               extra_compile_args=["-O3", *NO_FMA, *OPENMP], extra_link_args=OPENMP),
-    Extension("runtime._preprocess", ["ext/preprocess.pyx"], extra_compile_args=["-O3"]),
+    Extension("runtime._preprocess", ["ext/preprocess.pyx"], include_dirs=["ext"], depends=["ext/stream_store.h"],
+              extra_compile_args=["-O3"]),
     Extension("runtime._anchors", ["ext/anchors.pyx"], extra_compile_args=["-O3"]),
 ]
 

@@ -41,6 +41,12 @@ cdef extern from *:
     void _restore_dynamic "__pyx_masks_restore_dynamic" (int old) noexcept nogil
 
 
+cdef extern from "stream_store.h":
+    void stream_bytes(uint8_t* dst, const uint8_t* src, Py_ssize_t n) noexcept nogil
+    void stream_zero(uint8_t* dst, Py_ssize_t n) noexcept nogil
+    void stream_fence() noexcept nogil
+
+
 cdef extern from *:
     """
     #include <stdint.h>
@@ -122,9 +128,13 @@ cdef struct Scratch:
     float* xa       # W: first horizontal tap weight of each box column (K = 2)
     float* xb       # W: second one
     Py_ssize_t* xo  # W: window column of each box column's first tap
+    uint8_t* region # the largest box region of the call (assemble only)
+    uint8_t* row    # W: one output row (assemble only)
 
 
-cdef int _scratch_alloc(Scratch* s, Py_ssize_t mh, Py_ssize_t mw, Py_ssize_t W) noexcept nogil:
+cdef int _scratch_alloc(Scratch* s, Py_ssize_t mh, Py_ssize_t mw, Py_ssize_t W, Py_ssize_t region) noexcept nogil:
+    s.region = <uint8_t*> malloc(region + 1)
+    s.row = <uint8_t*> malloc(W + 1)
     s.logits = <float*> malloc((mh * mw + 1) * sizeof(float))
     s.hbuf = <float*> malloc((mh * W + 1) * sizeof(float))
     s.acc = <float*> malloc((W + 1) * sizeof(float))
@@ -132,10 +142,12 @@ cdef int _scratch_alloc(Scratch* s, Py_ssize_t mh, Py_ssize_t mw, Py_ssize_t W) 
     s.xb = <float*> malloc((W + 1) * sizeof(float))
     s.xo = <Py_ssize_t*> malloc((W + 1) * sizeof(Py_ssize_t))
     return (s.logits != NULL and s.hbuf != NULL and s.acc != NULL and s.xa != NULL and s.xb != NULL
-            and s.xo != NULL)
+            and s.xo != NULL and s.region != NULL and s.row != NULL)
 
 
 cdef void _scratch_free(Scratch* s) noexcept nogil:
+    free(s.region)
+    free(s.row)
     free(s.logits)
     free(s.hbuf)
     free(s.acc)
@@ -144,12 +156,12 @@ cdef void _scratch_free(Scratch* s) noexcept nogil:
     free(s.xo)
 
 
-cdef Scratch* _scratch_new(Py_ssize_t mh, Py_ssize_t mw, Py_ssize_t W) noexcept nogil:
+cdef Scratch* _scratch_new(Py_ssize_t mh, Py_ssize_t mw, Py_ssize_t W, Py_ssize_t region) noexcept nogil:
     """Heap scratch for one thread; NULL when out of memory."""
     cdef Scratch* s = <Scratch*> malloc(sizeof(Scratch))
     if s == NULL:
         return NULL
-    if not _scratch_alloc(s, mh, mw, W):
+    if not _scratch_alloc(s, mh, mw, W, region):
         _scratch_free(s)
         free(s)
         return NULL
@@ -293,21 +305,6 @@ cdef inline int _box_region(const float* box, Py_ssize_t H, Py_ssize_t W,
     return r1[0] > r0[0] and c1[0] > c0[0]
 
 
-cdef void _clear_outside(uint8_t* mask, Py_ssize_t H, Py_ssize_t W, int inside, Py_ssize_t r0, Py_ssize_t r1,
-                        Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """Zero every pixel of an (H, W) mask outside rows [r0, r1) x cols [c0, c1) (all of it when not
-    ``inside``), so the output needs no zeroing pass of its own."""
-    cdef Py_ssize_t r
-    if not inside:
-        memset(mask, 0, H * W)
-        return
-    memset(mask, 0, r0 * W)
-    for r in range(r0, r1):
-        memset(mask + r * W, 0, c0)
-        memset(mask + r * W + c1, 0, W - c1)
-    memset(mask + r1 * W, 0, (H - r1) * W)
-
-
 cdef struct Job:
     Py_ssize_t cost
     Py_ssize_t i
@@ -347,14 +344,25 @@ cdef Py_ssize_t _mask_one(
     const float* protos, Py_ssize_t nm, Py_ssize_t mh, Py_ssize_t mw, const float* coeff, const float* box,
     const Tables* t, Scratch* sc, uint8_t* mask, Py_ssize_t H, Py_ssize_t W,
 ) noexcept nogil:
-    """Write one whole (H, W) mask; returns its area. The box region lives on this call's stack, so
-    threads never share it."""
-    cdef Py_ssize_t r0, r1, c0, c1
-    cdef int inside = _box_region(box, H, W, &r0, &r1, &c0, &c1)
-    _clear_outside(mask, H, W, inside, r0, r1, c0, c1)
-    if not inside:
+    """Write one whole (H, W) mask, every byte with streaming stores; returns its area.
+
+    The box region is computed into the thread's scratch, then each output row is assembled in L1
+    (zeros, region row, zeros) and streamed out. The box bounds live on this call's stack, so
+    threads never share them.
+    """
+    cdef Py_ssize_t r0, r1, c0, c1, r, bw, area
+    if not _box_region(box, H, W, &r0, &r1, &c0, &c1):
+        stream_zero(mask, H * W)
         return 0
-    return _region(protos, nm, mh, mw, coeff, t, r0, r1, c0, c1, sc, mask + r0 * W + c0, W)
+    bw = c1 - c0
+    area = _region(protos, nm, mh, mw, coeff, t, r0, r1, c0, c1, sc, sc.region, bw)
+    stream_zero(mask, r0 * W)
+    memset(sc.row, 0, W)
+    for r in range(r0, r1):
+        memcpy(sc.row + c0, sc.region + (r - r0) * bw, bw)
+        stream_bytes(mask + r * W, sc.row, W)
+    stream_zero(mask + r1 * W, (H - r1) * W)
+    return area
 
 
 @cython.boundscheck(False)
@@ -387,7 +395,7 @@ def assemble(
     """
     cdef Py_ssize_t n = coeffs.shape[0], nm = protos.shape[0], mh = protos.shape[1], mw = protos.shape[2]
     cdef Py_ssize_t H = masks.shape[1], W = masks.shape[2]
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, r0, r1, c0, c1, max_region = 0
     cdef Tables t
     cdef Py_ssize_t j
     cdef Py_ssize_t* order = NULL
@@ -404,15 +412,19 @@ def assemble(
     t.xw = &x_weights[0, 0]
     t.ky = y_weights.shape[1]
     t.kx = x_weights.shape[1]
+    for i in range(n):
+        if _box_region(&boxes[i, 0], H, W, &r0, &r1, &c0, &c1) and (r1 - r0) * (c1 - c0) > max_region:
+            max_region = (r1 - r0) * (c1 - c0)
     nt = _thread_count(threads, &boxes[0, 0], n, H, W)
     if nt == 1:
-        if not _scratch_alloc(&sc, mh, mw, W):
+        if not _scratch_alloc(&sc, mh, mw, W, max_region):
             _scratch_free(&sc)
             raise MemoryError()
         with nogil:
             for i in range(n):
                 areas[i] = _mask_one(&protos[0, 0, 0], nm, mh, mw, &coeffs[i, 0], &boxes[i, 0], &t, &sc,
                                      &masks[i, 0, 0], H, W)
+            stream_fence()
         _scratch_free(&sc)
         return
     # Per-thread scratch; a thread that cannot get it marks its detections with area -1.
@@ -421,7 +433,7 @@ def assemble(
         raise MemoryError()
     dyn = _dynamic(threads <= 0)
     with nogil, parallel(num_threads=nt):
-        psc = _scratch_new(mh, mw, W)
+        psc = _scratch_new(mh, mw, W, max_region)
         for j in prange(n, schedule="dynamic", chunksize=1):
             i = order[j]
             if psc == NULL:
@@ -429,6 +441,7 @@ def assemble(
             else:
                 areas[i] = _mask_one(&protos[0, 0, 0], nm, mh, mw, &coeffs[i, 0], &boxes[i, 0], &t, psc,
                                      &masks[i, 0, 0], H, W)
+        stream_fence()  # this thread's streaming stores, before the team joins
         _scratch_delete(psc)
     _restore_dynamic(dyn)
     free(order)
@@ -728,7 +741,7 @@ def encode_rle(
     # length -1. Strings are copied out per detection, bytes objects made after the parallel part.
     dyn = _dynamic(threads <= 0)
     with nogil, parallel(num_threads=nt):
-        psc = _scratch_new(mh, mw, W)
+        psc = _scratch_new(mh, mw, W, 0)
         pwr = _writer_new(W)
         region = <uint8_t*> malloc(max_region + 1)
         for j in prange(n, schedule="dynamic", chunksize=1):

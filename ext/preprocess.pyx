@@ -6,6 +6,12 @@ from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
 
 
+cdef extern from "stream_store.h":
+    void stream_floats(float* dst, const float* src, Py_ssize_t n) noexcept nogil
+    void stream_fill_floats(float* dst, Py_ssize_t n, float v) noexcept nogil
+    void stream_fence() noexcept nogil
+
+
 cdef extern from *:
     """
     #include <stddef.h>
@@ -16,41 +22,6 @@ cdef extern from *:
     #else
     #define PACK_CLONES
     #endif
-
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    #define PACK_STREAM 1
-    #else
-    #define PACK_STREAM 0
-    #endif
-
-    /* dst[0 .. n) = src[0 .. n). The 16-byte-aligned middle goes out with non-temporal stores: the
-       network input is several MB, written once and read once by inference, so the stores need not
-       read the old lines into the cache first (which doubles the memory traffic of plain stores). */
-    static void stream_copy(float* dst, const float* src, ptrdiff_t n) {
-        ptrdiff_t i = 0;
-    #if PACK_STREAM
-        while (i < n && ((uintptr_t) (dst + i) & 15)) { dst[i] = src[i]; i++; }
-        for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-    #endif
-        for (; i < n; i++) dst[i] = src[i];
-    }
-
-    static void stream_fill(float* dst, ptrdiff_t n, float v) {
-        ptrdiff_t i = 0;
-    #if PACK_STREAM
-        __m128 vv = _mm_set1_ps(v);
-        while (i < n && ((uintptr_t) (dst + i) & 15)) { dst[i] = v; i++; }
-        for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, vv);
-    #endif
-        for (; i < n; i++) dst[i] = v;
-    }
-
-    static void stream_done(void) {
-    #if PACK_STREAM
-        _mm_sfence();  /* order the non-temporal stores before anything that reads the planes */
-    #endif
-    }
 
     /* One image row: BGR bytes -> R, G, B float rows in tmp (3 * w floats, stays in L1).
        (float) v / 255.0f is correctly rounded, so it equals numpy's / torch's uint8 -> float32 / 255
@@ -67,9 +38,6 @@ cdef extern from *:
     }
     """
     void convert_row(const uint8_t* bgr, Py_ssize_t w, float* tmp) noexcept nogil
-    void stream_copy(float* dst, const float* src, Py_ssize_t n) noexcept nogil
-    void stream_fill(float* dst, Py_ssize_t n, float v) noexcept nogil
-    void stream_done() noexcept nogil
 
 
 def pack_bgr_to_chw(const uint8_t[:, :, ::1] image_bgr, float[:, :, ::1] out, Py_ssize_t top,
@@ -93,19 +61,19 @@ def pack_bgr_to_chw(const uint8_t[:, :, ::1] image_bgr, float[:, :, ::1] out, Py
         raise MemoryError()
     with nogil:
         for c in range(3):
-            stream_fill(&out[c, 0, 0], top * W, pad_value)
-            stream_fill(&out[c, 0, 0] + (top + h) * W, (H - top - h) * W, pad_value)
+            stream_fill_floats(&out[c, 0, 0], top * W, pad_value)
+            stream_fill_floats(&out[c, 0, 0] + (top + h) * W, (H - top - h) * W, pad_value)
         for y in range(h):
             if w > 0:
                 convert_row(&image_bgr[y, 0, 0], w, tmp)
             for c in range(3):
                 row = &out[c, top + y, 0]
                 if left > 0:
-                    stream_fill(row, left, pad_value)
-                stream_copy(row + left, tmp + c * w, w)
+                    stream_fill_floats(row, left, pad_value)
+                stream_floats(row + left, tmp + c * w, w)
                 if left + w < W:
-                    stream_fill(row + left + w, W - left - w, pad_value)
-        stream_done()
+                    stream_fill_floats(row + left + w, W - left - w, pad_value)
+        stream_fence()
     free(tmp)
 
 
@@ -116,7 +84,10 @@ def boxes_to_source(const float[:, ::1] boxes, float[:, ::1] out, float offset_x
     The inverse of the letterbox for detections, as numpy computes it on float32 arrays (NaN stays NaN).
     """
     cdef Py_ssize_t n = boxes.shape[0], i, k
-    cdef float v, offset[4], gain[4], limit[4]
+    cdef float v
+    cdef float offset[4]
+    cdef float gain[4]
+    cdef float limit[4]
     if boxes.shape[1] != 4 or out.shape[0] != n or out.shape[1] != 4:
         raise ValueError(f"boxes and out must both have shape (n, 4), got ({boxes.shape[0]}, {boxes.shape[1]}) "
                          f"and ({out.shape[0]}, {out.shape[1]})")
