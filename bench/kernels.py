@@ -245,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        from runtime.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=2))
         print(f"\nwrote {args.json}")
     return 0
 

@@ -2,7 +2,8 @@
 
     python bench/latency.py --model yolov8n-seg.onnx [--images DIR] [--batch 1,4,8] [--threads N]
                             [--warmup W] [--repeat R] [--mode predict|val] [--limit N]
-                            [--compare-ultralytics yolov8n-seg.pt] [--cold-start] [--json OUT.json]
+                            [--compare-ultralytics yolov8n-seg.pt] [--baseline FLOAT.onnx] [--cold-start]
+                            [--json OUT.json]
 
 For every batch size: model load (Predictor construction), preprocess, inference, decode, NMS,
 masks, postprocess (= decode + NMS + masks) and total (= the sum of all per-image stages) as
@@ -13,7 +14,9 @@ their throughput ratios hold on a machine whose load drifts.
 
 ``--compare-ultralytics`` times Ultralytics' own ``YOLO(x).predict`` on the same images with the
 same settings, interleaved image by image with our batch-1 predictor (so load from other processes
-hits both alike), and prints theirs / ours per stage and the host share of both. ``--cold-start``
+hits both alike), and prints theirs / ours per stage and the host share of both. ``--baseline`` times a
+second model of ours (the float model a W8A8 one was built from) at the same batch sizes, interleaved
+block by block with ``--model``, and prints baseline / model per stage. ``--cold-start``
 times ``python -m runtime.infer IMAGE --model M --no-save`` as a whole child process.
 
 Absolute numbers depend on the machine and its load; compare ratios measured in the same run.
@@ -79,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use at most N images (sorted by name)")
     p.add_argument("--compare-ultralytics", type=Path, default=None, metavar="PT_OR_ONNX",
                    help="also time Ultralytics' own predict with this model, interleaved with ours at batch 1")
+    p.add_argument("--baseline", type=Path, default=None, metavar="ONNX",
+                   help="also time this model of ours (e.g. the float model of a W8A8 --model) interleaved with "
+                        "--model, and print baseline / model per stage")
     p.add_argument("--cold-start", action="store_true",
                    help="also time `python -m runtime.infer IMAGE --model M --no-save` as a whole process")
     p.add_argument("--cold-repeat", type=int, default=3, help="timed cold-start runs after one warm-up (default 3)")
@@ -146,17 +152,19 @@ def make_predictor(model: Path, settings: dict, threads: int | None, batch: int 
                      rle_masks=settings["rle_masks"])
 
 
-def run_ours(model: Path, images: list[np.ndarray], batches: list[int], settings: dict, args) -> list[dict]:
-    """Time our Predictor at every batch size; returns one JSON block per batch size.
+def run_ours(models: list[Path], images: list[np.ndarray], batches: list[int], settings: dict,
+             args) -> list[list[dict]]:
+    """Time our Predictor for every model at every batch size; one list of JSON blocks (one per batch
+    size) per model.
 
-    Phase 1, one batch size after the other: construct the Predictor (model load), run the warm-up
-    calls, and read the peak RSS. Phase 2, interleaved: the images are cut into blocks of
-    lcm(batch sizes) images and every block is run through every batch size's Predictor, starting
-    with a different one each block, so drifting load from other processes hits all sizes alike
-    and the throughput ratios between batch sizes stay meaningful on a shared machine.
+    Phase 1, one model and batch size after the other: construct the Predictor (model load), run the
+    warm-up calls, and read the peak RSS. Phase 2, interleaved: the images are cut into blocks of
+    lcm(batch sizes) images and every block is run through every (model, batch size) Predictor,
+    starting with a different one each block, so drifting load from other processes hits all alike
+    and the ratios between batch sizes and between models stay meaningful on a shared machine.
     """
     configs = []
-    for batch in batches:
+    for model, batch in [(m, b) for m in models for b in batches]:
         reset_ok = reset_peak_rss()
         rss_before = current_rss_mib()
         t0 = time.perf_counter()
@@ -167,7 +175,7 @@ def run_ours(model: Path, images: list[np.ndarray], batches: list[int], settings
             start = (w * effective) % len(images)
             predictor.predict_batch((images[start:] + images[:start])[:effective])
         peak = peak_rss_mib()
-        configs.append({"batch": batch, "predictor": predictor, "effective": effective, "load_ms": load_ms,
+        configs.append({"model": model, "batch": batch, "predictor": predictor, "effective": effective, "load_ms": load_ms,
                         "peak": peak, "added": peak - rss_before if reset_ok else None, "reset_ok": reset_ok,
                         "samples": {k: [] for k in STAGES}, "detections": [], "wall": 0.0, "calls": 0})
 
@@ -194,7 +202,7 @@ def run_ours(model: Path, images: list[np.ndarray], batches: list[int], settings
             k += 1
     peak_all = peak_rss_mib()
 
-    runs = []
+    runs: dict[Path, list[dict]] = {m: [] for m in models}
     for c in configs:
         c["samples"]["load"].append(c["load_ms"])
         effective, batch = c["effective"], c["batch"]
@@ -209,7 +217,7 @@ def run_ours(model: Path, images: list[np.ndarray], batches: list[int], settings
             note = (note + "; " if note else "") + f"one call per pass holds only {rest} images" + (
                 " (padded)" if fixed else "")
         n = len(c["detections"])
-        runs.append({
+        runs[c["model"]].append({
             "batch": batch,
             "batch_effective": effective,
             "fixed_batch_model": fixed,
@@ -225,9 +233,10 @@ def run_ours(model: Path, images: list[np.ndarray], batches: list[int], settings
                                if c["reset_ok"] else "process so far"),
             "stages": _stage_block(c["samples"]),
         })
-    for r in runs:
-        r["process_peak_rss_mib"] = peak_all
-    return runs
+    for model_runs in runs.values():
+        for r in model_runs:
+            r["process_peak_rss_mib"] = peak_all
+    return [runs[m] for m in models]
 
 
 def print_run(run: dict) -> None:
@@ -245,6 +254,26 @@ def print_run(run: dict) -> None:
         label = "load (once)" if stage == "load" else stage
         rows.append([label, s["p50"], s["p90"], s["p99"], s["mean"], None if stage == "load" else s["images_per_s"]])
     print(format_table(["stage", "p50 ms", "p90 ms", "p99 ms", "mean ms", "images/s"], rows))
+
+
+def baseline_report(baseline: Path, baseline_runs: list[dict], runs: list[dict]) -> dict:
+    """Baseline / model p50 ratio per stage and batch size (> 1: the model is faster)."""
+    ratios = {}
+    for base, run in zip(baseline_runs, runs):
+        ratios[str(run["batch"])] = {k: ratio(base["stages"][k]["p50"], run["stages"][k]["p50"])
+                                     for k in STAGES if k != "load"}
+        ratios[str(run["batch"])]["images_per_s"] = ratio(run["images_per_s"] or 0.0, base["images_per_s"] or 0.0)
+    return {"model": str(baseline), "runs": baseline_runs, "ratio_baseline_over_model": ratios}
+
+
+def print_baseline(baseline: dict) -> None:
+    print(f"\nbaseline {baseline['model']}, timed interleaved with the model above:")
+    for run in baseline["runs"]:
+        print_run(run)
+    rows = [[f"batch {b}"] + [r[k] for k in ("inference", "postprocess", "total", "images_per_s")]
+            for b, r in baseline["ratio_baseline_over_model"].items()]
+    print("\nbaseline / model (p50; images/s: model / baseline; > 1: the model is faster)")
+    print(format_table(["", "inference", "postprocess", "total", "images/s"], rows))
 
 
 # ------------------------------------------------------------------------------------------------ Ultralytics
@@ -412,7 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     print(format_machine(facts))
 
-    runs = run_ours(args.model, images, args.batch, settings, args)
+    if args.baseline is not None and not args.baseline.is_file():
+        print(f"error: baseline model {args.baseline} not found", file=sys.stderr)
+        return 2
+    models = [args.model] + ([args.baseline] if args.baseline is not None else [])
+    runs, *baseline_runs = run_ours(models, images, args.batch, settings, args)
     rt = runtime_facts()  # after our runs, before Ultralytics: did our decode pull in Numba?
     print(f"runtime {rt['version']}: decode kernels {rt['decode_backend']}, numba imported: {rt['numba_imported']}")
     first = runs[0]
@@ -428,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(runs) > 1:
         print(f"\nthroughput vs batch {base['batch']}: "
               + ", ".join(f"batch {k}: {v:.2f}x" for k, v in scaling.items() if v is not None))
+
+    baseline = None
+    if baseline_runs:
+        baseline = baseline_report(args.baseline, baseline_runs[0], runs)
+        print_baseline(baseline)
 
     compare = None
     if args.compare_ultralytics is not None:
@@ -461,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             "mode": args.mode,
             **settings,
             "compare_ultralytics": str(args.compare_ultralytics) if args.compare_ultralytics else None,
+            "baseline": str(args.baseline) if args.baseline else None,
             "cold_start": bool(args.cold_start),
         },
         "machine": facts,
@@ -476,12 +515,15 @@ def main(argv: list[str] | None = None) -> int:
         "stages": list(STAGES),
         "runs": runs,
         "throughput_vs_batch1": scaling,
+        "baseline": baseline,
         "compare_ultralytics": compare,
         "cold_start": cold,
     }
     if args.json is not None:
+        from runtime.files import atomic_write_text
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str))
+        atomic_write_text(args.json, json.dumps(report, indent=2, default=str))
         print(f"\nwrote {args.json}")
     return 0
 

@@ -99,6 +99,28 @@ def test_latency_predict_batches_and_cold_start(tmp_path, random_seg_onnx, two_i
     assert cold["peak_rss_mib"]["max"] > 10 and "runtime.infer" in cold["command"]
 
 
+def test_latency_baseline_is_timed_interleaved(tmp_path, random_seg_onnx, export_onnx, random_seg_pt, two_images):
+    baseline = export_onnx(random_seg_pt, imgsz=320, batch=2)  # a second model with a different batch layout
+    report = _run_latency(tmp_path, ["--model", str(random_seg_onnx), "--baseline", str(baseline), "--images",
+                                     str(two_images), "--batch", "1", "--warmup", "0", "--threads", "1"])
+    _check_latency_report(report, [1], "predict")
+    block = report["baseline"]
+    assert block["model"] == str(baseline) and report["settings"]["baseline"] == str(baseline)
+    assert [r["batch"] for r in block["runs"]] == [1] and block["runs"][0]["batch_effective"] == 2
+    for stage, stats in block["runs"][0]["stages"].items():
+        _check_stats(stats, f"baseline {stage}")
+    ratios = block["ratio_baseline_over_model"]["1"]
+    assert {"inference", "postprocess", "total", "images_per_s"} <= ratios.keys()
+    run, base = report["runs"][0], block["runs"][0]
+    assert math.isclose(ratios["inference"], base["stages"]["inference"]["p50"] / run["stages"]["inference"]["p50"])
+
+
+def test_latency_missing_baseline(tmp_path, random_seg_onnx, two_images, capsys):
+    assert latency.main(["--model", str(random_seg_onnx), "--baseline", str(tmp_path / "nope.onnx"),
+                         "--images", str(two_images)]) == 2
+    assert "nope.onnx" in capsys.readouterr().err
+
+
 def test_latency_fixed_batch_model_is_noted(tmp_path, export_onnx, random_seg_pt, two_images):
     model = export_onnx(random_seg_pt, imgsz=320, batch=2)
     report = _run_latency(tmp_path, ["--model", str(model), "--images", str(two_images), "--batch", "1",
