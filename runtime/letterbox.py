@@ -33,7 +33,9 @@ class Letterbox:
 
     def boxes_to_source(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Map (n, 4) float32 xyxy boxes from input pixels to source pixels, clipped to the image."""
-        boxes = np.ascontiguousarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        boxes = np.ascontiguousarray(boxes_xyxy, dtype=np.float32)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"boxes must have shape (n, 4), got {boxes.shape}")
         out = np.empty_like(boxes)
         (gx, gy), (ox, oy), (h, w) = self.gain_xy, self.offset_xy, self.src_hw
         boxes_to_source(boxes, out, ox, oy, gx, gy, w, h)

@@ -46,6 +46,20 @@ def test_boxes_to_source_matches_scale_boxes(src_hw, auto):
     np.testing.assert_allclose(plan.boxes_to_source(boxes), ref, rtol=1e-6, atol=1e-4)
 
 
+def test_boxes_to_source_is_elementwise_float32_and_checks_shape():
+    plan = plan_letterbox((375, 500), (640, 640))
+    boxes = np.array([[-5.0, 10.5, 700.0, 600.25], [np.nan, 80.0, 90.0, 100.0]], np.float32)
+    (gx, gy), (ox, oy), (h, w) = plan.gain_xy, plan.offset_xy, plan.src_hw
+    offset, gain = np.float32([ox, oy, ox, oy]), np.float32([gx, gy, gx, gy])
+    want = np.minimum(np.maximum((boxes - offset) / gain, np.float32(0)), np.float32([w, h, w, h]))
+    got = plan.boxes_to_source(boxes)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # NaN stays NaN, the rest clipped to the image
+    assert plan.boxes_to_source(np.zeros((0, 4), np.float32)).shape == (0, 4)
+    with pytest.raises(ValueError, match=r"\(n, 4\)"):
+        plan.boxes_to_source(np.zeros((3, 5), np.float32))
+
+
 def test_letterbox_into_rejects_wrong_buffer():
     plan = plan_letterbox((100, 200), (64, 64))
     with pytest.raises(ValueError, match="C-contiguous float32"):
