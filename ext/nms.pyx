@@ -7,8 +7,13 @@ areas and the greedy walk, in one call (the common case: a few hundred candidate
 """
 
 cimport cython
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc, qsort
+
+
+ctypedef fused class_id_t:
+    int32_t
+    int64_t
 
 
 cdef struct Ranked:
@@ -77,7 +82,7 @@ cdef Py_ssize_t _greedy_walk(
 def ranked_nms(
     const float[:, ::1] boxes,
     const float[::1] scores,
-    const int64_t[::1] class_ids,
+    const class_id_t[::1] class_ids,
     float class_offset,
     bint agnostic,
     float iou_thr,
@@ -88,7 +93,7 @@ def ranked_nms(
 
     boxes      : (n, 4) float32 x1, y1, x2, y2.
     scores     : (n,) float32.
-    class_ids  : (n,) int64; unless ``agnostic`` each box is shifted by
+    class_ids  : (n,) int32 or int64; unless ``agnostic`` each box is shifted by
                  ``float32(class_id) * class_offset`` in float32, as Ultralytics does before NMS.
     iou_thr    : as for ``greedy_nms``.
     keep       : (max_det,) int64 output, input indices in order of decreasing score (ties: input

@@ -17,7 +17,7 @@ import numpy as np
 from runtime._nms import greedy_nms, ranked_nms
 from runtime.errors import InputError
 
-__all__ = ["nms"]
+__all__ = ["nms", "nms_candidates"]
 
 GROUPING_MIN_BOXES = 256
 
@@ -157,3 +157,17 @@ def nms(
         areas = np.ascontiguousarray((gboxes[2] - gboxes[0]) * (gboxes[3] - gboxes[1]))
     k = greedy_nms(gboxes, areas, group_pos, group_end, group_src, thr, keep)
     return keep[:k].copy()
+
+
+def nms_candidates(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thr: float,
+                   max_det: int, agnostic: bool = False, class_offset: float = 7680.0) -> np.ndarray:
+    """:func:`nms` for candidates straight from :mod:`runtime.decode`, whose arrays need no checks:
+    C-contiguous float32 (n, 4) boxes and (n,) scores, int32 (n,) class ids, ``max_det`` >= 1 and
+    ``iou_thr`` in [0, 1] checked by the caller once. Same keep list as :func:`nms`."""
+    n = scores.shape[0]
+    if agnostic or n <= GROUPING_MIN_BOXES:
+        keep = np.empty(min(n, max_det), dtype=np.int64)
+        k = ranked_nms(boxes_xyxy, scores, class_ids, class_offset, bool(agnostic), _float32_below(iou_thr), keep)
+        if k >= 0:
+            return keep[:k]
+    return nms(boxes_xyxy, scores, class_ids, iou_thr, max_det, agnostic, class_offset)

@@ -11,7 +11,7 @@ from ._anchors import gather_rows
 from .decode import Candidates, TruncatedDecoder, decode_standard, gather_anchor_rows
 from .letterbox import Letterbox
 from .masks import assemble_masks, encode_masks_rle, letterbox_mask_geometry, native_mask_geometry
-from .nms import nms
+from .nms import nms_candidates
 from .result import Result
 from .spec import STANDARD_LAYOUT, ModelSpec
 
@@ -115,11 +115,12 @@ class Postprocessor:
         t0 = time.perf_counter()
         cand = self._decode(outputs, i)
         t1 = time.perf_counter()
-        keep = nms(cand.boxes_xyxy, cand.scores, cand.class_ids, settings.iou, settings.max_det, settings.agnostic)
+        keep = nms_candidates(cand.boxes_xyxy, cand.scores, cand.class_ids, settings.iou, settings.max_det,
+                              settings.agnostic)
         t2 = time.perf_counter()
         boxes_in = cand.boxes_xyxy[keep]
         scores = cand.scores[keep]
-        class_ids = cand.class_ids[keep].astype(np.int32, copy=False)
+        class_ids = cand.class_ids[keep]
         anchor_ids = cand.anchor_ids[keep]
         boxes_src = letterbox.boxes_to_source(boxes_in)
         masks = rle = keypoints = None

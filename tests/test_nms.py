@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import InputError
-from runtime.nms import nms
+from runtime.nms import nms, nms_candidates
 
 W, H = 640, 640
 
@@ -94,6 +94,17 @@ def check(boxes, scores, class_ids, iou_thr, max_det=300, agnostic=False, class_
 def test_random_matches_references(n, num_classes, agnostic, iou_thr):
     boxes, scores, class_ids = random_candidates(n * 100 + num_classes, n, num_classes)
     check(boxes, scores, class_ids, iou_thr, agnostic=agnostic)
+
+
+@pytest.mark.parametrize("n", [0, 1, 50, 256, 257, 3000], ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("agnostic", [False, True], ids=["aware", "agnostic"])
+def test_candidates_entry_matches_nms(n, agnostic):
+    """nms_candidates (decoder arrays: int32 classes, no checks) keeps exactly what nms keeps."""
+    boxes, scores, class_ids = random_candidates(n + 5, n, 7, quantized=True)
+    want = nms(boxes, scores, class_ids, 0.6, max_det=100, agnostic=agnostic)
+    got = nms_candidates(boxes, scores, class_ids.astype(np.int32), 0.6, 100, agnostic)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("max_det", [1, 7, 100, 300], ids=lambda m: f"max_det{m}")
