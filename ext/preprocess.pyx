@@ -44,7 +44,8 @@ def pack_bgr_to_chw(const uint8_t[:, :, ::1] image_bgr, float[:, :, ::1] out, Py
                     Py_ssize_t left, float pad_value):
     """out[c, top + y, left + x] = image_bgr[y, x, 2 - c] / 255; every other pixel = pad_value.
 
-    The image must fit: top + h <= H and left + w <= W (ValueError otherwise).
+    The image must fit: top + h <= H and left + w <= W (ValueError otherwise). ``out`` is written once,
+    with streaming stores (ext/stream_store.h): inference reads it next, not this core's cache.
     """
     cdef Py_ssize_t h = image_bgr.shape[0], w = image_bgr.shape[1]
     cdef Py_ssize_t H = out.shape[1], W = out.shape[2]
@@ -84,28 +85,18 @@ def boxes_to_source(const float[:, ::1] boxes, float[:, ::1] out, float offset_x
     The inverse of the letterbox for detections, as numpy computes it on float32 arrays (NaN stays NaN).
     """
     cdef Py_ssize_t n = boxes.shape[0], i, k
-    cdef float v
-    cdef float offset[4]
-    cdef float gain[4]
-    cdef float limit[4]
+    cdef float v, limit
     if boxes.shape[1] != 4 or out.shape[0] != n or out.shape[1] != 4:
         raise ValueError(f"boxes and out must both have shape (n, 4), got ({boxes.shape[0]}, {boxes.shape[1]}) "
                          f"and ({out.shape[0]}, {out.shape[1]})")
-    offset[0] = offset_x
-    offset[1] = offset_y
-    offset[2] = offset_x
-    offset[3] = offset_y
-    gain[0] = gain_x
-    gain[1] = gain_y
-    gain[2] = gain_x
-    gain[3] = gain_y
-    limit[0] = width
-    limit[1] = height
-    limit[2] = width
-    limit[3] = height
     with nogil:
         for i in range(n):
             for k in range(4):
-                v = (boxes[i, k] - offset[k]) / gain[k]
+                if k & 1:  # y1, y2
+                    v = (boxes[i, k] - offset_y) / gain_y
+                    limit = height
+                else:  # x1, x2
+                    v = (boxes[i, k] - offset_x) / gain_x
+                    limit = width
                 v = 0 if v < 0 else v
-                out[i, k] = limit[k] if v > limit[k] else v
+                out[i, k] = limit if v > limit else v
