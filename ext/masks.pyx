@@ -223,20 +223,17 @@ cdef Py_ssize_t _region(
     wh = pr1 - pr0
     ww = px1 - px0
 
-    # logits = coeff . protos over the window, float32, summed over m in order. Prototype by
-    # prototype: each pass reads one window of one plane row after row, a pattern the hardware
-    # prefetcher follows (the protos arrive cold from inference), while the window's logits stay in L1.
-    cm = coeff[0]
+    # logits = coeff . protos over the window, float32, summed over m in order; one window row at
+    # a time, so the row being accumulated stays in L1.
     for r in range(wh):
         src = protos + (pr0 + r) * mw + px0
         dst = logits + r * ww
+        cm = coeff[0]
         for c in range(ww):
             dst[c] = cm * src[c]
-    for m in range(1, nm):
-        cm = coeff[m]
-        for r in range(wh):
-            src = protos + m * plane + (pr0 + r) * mw + px0
-            dst = logits + r * ww
+        for m in range(1, nm):
+            cm = coeff[m]
+            src = src + plane
             for c in range(ww):
                 dst[c] = dst[c] + cm * src[c]
 
