@@ -22,13 +22,19 @@ cdef struct Ranked:
 
 
 cdef int _by_score_then_index(const void* a, const void* b) noexcept nogil:
-    """Decreasing score, then increasing input index: numpy's stable argsort of -scores."""
+    """NaN scores first, then decreasing score, then increasing input index: the order of a stable
+    descending sort in torch (and of ``runtime.nms._score_order``)."""
     cdef const Ranked* x = <const Ranked*> a
     cdef const Ranked* y = <const Ranked*> b
-    if x.score > y.score:
-        return -1
-    if x.score < y.score:
-        return 1
+    cdef bint x_nan = x.score != x.score
+    cdef bint y_nan = y.score != y.score
+    if x_nan != y_nan:
+        return -1 if x_nan else 1
+    if not x_nan:
+        if x.score > y.score:
+            return -1
+        if x.score < y.score:
+            return 1
     return -1 if x.index < y.index else (1 if x.index > y.index else 0)
 
 
@@ -88,16 +94,15 @@ def ranked_nms(
     float iou_thr,
     int64_t[::1] keep,
 ):
-    """Greedy NMS of boxes compared all against all; returns how many indices went to ``keep``, or
-    -1 (nothing written) when a score is NaN, which the wrapper's general path orders.
+    """Greedy NMS of boxes compared all against all; returns how many indices went to ``keep``.
 
     boxes      : (n, 4) float32 x1, y1, x2, y2.
     scores     : (n,) float32.
     class_ids  : (n,) int32 or int64; unless ``agnostic`` each box is shifted by
                  ``float32(class_id) * class_offset`` in float32, as Ultralytics does before NMS.
     iou_thr    : as for ``greedy_nms``.
-    keep       : (max_det,) int64 output, input indices in order of decreasing score (ties: input
-                 order).
+    keep       : (max_det,) int64 output, input indices in order of decreasing score (NaN scores
+                 first; ties: input order).
     """
     cdef Py_ssize_t n = boxes.shape[0]
     cdef Py_ssize_t max_det = keep.shape[0]
@@ -109,9 +114,6 @@ def ranked_nms(
     cdef uint8_t* suppressed
     if n == 0 or max_det == 0:
         return 0
-    for i in range(n):
-        if scores[i] != scores[i]:
-            return -1
     ranked = <Ranked*> malloc(n * sizeof(Ranked))
     coords = <float*> malloc(5 * n * sizeof(float))
     src = <int64_t*> malloc(n * sizeof(int64_t))

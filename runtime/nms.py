@@ -123,35 +123,22 @@ def nms(
     keep = np.empty(min(n, int(max_det)), dtype=np.int64)
     # Grouping by class only pays for itself on many candidates; comparing every pair gives the same
     # keep list (offset boxes of different classes have IoU 0), all in one kernel call.
-    offsets = grouped = None
+    offsets = None
     if not agnostic and n > GROUPING_MIN_BOXES:
         offsets = classes.astype(np.float32) * np.float32(class_offset)  # float32, like torch
-        grouped = _classes_separable(boxes, offsets)
-    if not grouped:
+    if offsets is None or not _classes_separable(boxes, offsets):
         k = ranked_nms(boxes, scores, classes, class_offset, bool(agnostic), thr, keep)
-        if k >= 0:
-            return keep[:k].copy()
-    # Grouped by class, or NaN scores (which a stable sort of -scores ranks first).
+        return keep[:k].copy()
     order = _score_order(scores)
-    if agnostic:
-        offset_boxes = boxes
-    else:
-        if offsets is None:
-            offsets = classes.astype(np.float32) * np.float32(class_offset)
-        with np.errstate(over="ignore", invalid="ignore"):
-            offset_boxes = boxes + offsets[:, None]
-    if grouped:
-        ranked_classes = classes[order]
-        perm = np.argsort(ranked_classes, kind="stable")  # group layout -> score rank
-        group_pos = np.empty(n, dtype=np.int64)
-        group_pos[perm] = np.arange(n, dtype=np.int64)
-        grouped_classes = ranked_classes[perm]
-        group_end = np.searchsorted(grouped_classes, grouped_classes, side="right").astype(np.int64)
-        group_src = order[perm].astype(np.int64)
-    else:
-        group_pos = np.arange(n, dtype=np.int64)
-        group_end = np.full(n, n, dtype=np.int64)
-        group_src = order.astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        offset_boxes = boxes + offsets[:, None]
+    ranked_classes = classes[order]
+    perm = np.argsort(ranked_classes, kind="stable")  # group layout -> score rank
+    group_pos = np.empty(n, dtype=np.int64)
+    group_pos[perm] = np.arange(n, dtype=np.int64)
+    grouped_classes = ranked_classes[perm]
+    group_end = np.searchsorted(grouped_classes, grouped_classes, side="right").astype(np.int64)
+    group_src = order[perm].astype(np.int64)
     gboxes = np.ascontiguousarray(offset_boxes[group_src].T, dtype=np.float32)  # (4, n) x1, y1, x2, y2
     with np.errstate(over="ignore", invalid="ignore"):
         areas = np.ascontiguousarray((gboxes[2] - gboxes[0]) * (gboxes[3] - gboxes[1]))
@@ -168,6 +155,5 @@ def nms_candidates(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.nda
     if agnostic or n <= GROUPING_MIN_BOXES:
         keep = np.empty(min(n, max_det), dtype=np.int64)
         k = ranked_nms(boxes_xyxy, scores, class_ids, class_offset, bool(agnostic), _float32_below(iou_thr), keep)
-        if k >= 0:
-            return keep[:k]
+        return keep[:k]
     return nms(boxes_xyxy, scores, class_ids, iou_thr, max_det, agnostic, class_offset)

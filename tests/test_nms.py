@@ -227,12 +227,15 @@ def test_iou_thr_one_keeps_everything():
     assert len(got) == 500
 
 
-def test_nan_scores_come_first_like_torch():
-    boxes, scores, class_ids = random_candidates(9, 300, 2)
+@pytest.mark.parametrize("n", [100, 300], ids=["ranked", "grouped"])  # either side of GROUPING_MIN_BOXES
+@pytest.mark.parametrize("agnostic", [False, True], ids=["aware", "agnostic"])
+def test_nan_scores_come_first_like_torch(n, agnostic):
+    boxes, scores, class_ids = random_candidates(9, n, 2)
     scores[[5, 77]] = np.nan
-    got = nms(boxes, scores, class_ids, 0.5)
-    np.testing.assert_array_equal(got, torchvision_nms(boxes, scores, class_ids, 0.5))
+    got = nms(boxes, scores, class_ids, 0.5, agnostic=agnostic)
+    np.testing.assert_array_equal(got, torchvision_nms(boxes, scores, class_ids, 0.5, 300, agnostic, 7680.0))
     assert list(got[:2]) == [5, 77]
+    np.testing.assert_array_equal(nms_candidates(boxes, scores, class_ids.astype(np.int32), 0.5, 300, agnostic), got)
 
 
 def test_max_det_zero():
