@@ -198,6 +198,7 @@ class TruncatedDecoder:
     that each map is a C-contiguous float32 array of the shape given here (``box_shapes[i]`` =
     (4 * reg_max, H_i, W_i), ``cls_shapes[i]`` = (nc, H_i, W_i)), so the per-image cost is the
     kernel's. Arguments as in :func:`decode_truncated`; InputError when they are inconsistent.
+    ``level_ends`` holds the cumulative anchor counts of the levels (global anchor ids run through them).
     """
 
     def __init__(
@@ -250,7 +251,8 @@ class TruncatedDecoder:
             if not (math.isfinite(s) and s > 0):
                 raise InputError(f"level {i}: stride must be a positive finite number, got {strides[i]!r}")
             strides[i] = s
-        total = sum(c[1] * c[2] for c in cls_shapes)
+        level_ends = np.cumsum([c[1] * c[2] for c in cls_shapes], dtype=np.int64)
+        total = int(level_ends[-1])
         if total >= 2**31:
             raise InputError(f"expected fewer than 2**31 anchors in all, got {total}")
         allowed = _allowed_mask(classes, nc)
@@ -261,7 +263,8 @@ class TruncatedDecoder:
         t = -math.inf if c64 <= 0.0 else (math.inf if c64 >= 1.0 else math.log(c64 / (1.0 - c64)))
         if math.isfinite(t):
             t -= 1e-6 * (1.0 + abs(t))  # prefilter margin; the exact float32 test follows in the kernel
-        self.box_shapes, self.cls_shapes = tuple(box_shapes), tuple(cls_shapes)
+        level_ends.setflags(write=False)
+        self.level_ends = level_ends  # cumulative anchors per level: global anchor id -> level
         self._maps = tuple((b, c, (b[0], b[1] * b[2]), (c[0], c[1] * c[2])) for b, c in zip(box_shapes, cls_shapes))
         self._empty = not allowed.any() or total == 0
         self._kernel = truncated_kernel(nl)

@@ -61,22 +61,23 @@ def _decode_keypoints(spec: ModelSpec, outputs: dict[str, np.ndarray], raw: np.n
 class Postprocessor:
     """Raw outputs of one model to Results: decode, NMS, masks or keypoints, back to image pixels.
 
-    Everything that depends only on the model and the settings (the decoder's arguments, level
-    offsets) is prepared once per output shape, so an image costs little more than the kernels.
+    Everything that depends only on the model, the settings and the output shapes (the decoder's
+    arguments and level offsets) is prepared once, so an image costs little more than the kernels.
     """
 
     def __init__(self, spec: ModelSpec, settings: PostprocessSettings) -> None:
         self.spec = spec
         self.settings = settings
         self._decoders: dict[tuple, TruncatedDecoder] = {}
-        self._ends: dict[tuple, np.ndarray] = {}
 
-    def _decoder(self, boxes: list[np.ndarray], cls: list[np.ndarray]) -> TruncatedDecoder:
-        key = tuple(c.shape for c in cls)
+    def _decoder(self, outputs: dict[str, np.ndarray], i: int) -> TruncatedDecoder:
+        """The decoder for these outputs' level shapes (truncated layout), built on first use."""
+        levels = self.spec.levels
+        key = tuple(outputs[lv.cls].shape[1:] for lv in levels)
         decoder = self._decoders.get(key)
         if decoder is None:
             s = self.settings
-            decoder = TruncatedDecoder([b.shape for b in boxes], [c.shape for c in cls], self.spec.strides, s.conf,
+            decoder = TruncatedDecoder([outputs[lv.box].shape[1:] for lv in levels], key, self.spec.strides, s.conf,
                                        multi_label=s.multi_label, classes=s.classes, max_candidates=s.max_candidates,
                                        dfl_bins=self.spec.dfl_bins)
             self._decoders[key] = decoder
@@ -89,7 +90,7 @@ class Postprocessor:
                                    classes=s.classes, max_candidates=s.max_candidates)
         boxes = [outputs[lv.box][i] for lv in spec.levels]
         cls = [outputs[lv.cls][i] for lv in spec.levels]
-        return self._decoder(boxes, cls)(boxes, cls)
+        return self._decoder(outputs, i)(boxes, cls)
 
     def _extra_rows(self, outputs: dict[str, np.ndarray], i: int, anchor_ids: np.ndarray) -> np.ndarray:
         """Per-detection extra channels (mask coefficients or raw keypoints), (n, C) float32."""
@@ -98,16 +99,8 @@ class Postprocessor:
             return gather_anchor_rows(outputs[spec.output0][i][4 + spec.nc:], anchor_ids)
         maps = tuple(m.reshape(m.shape[0], -1) for m in (outputs[lv.extra][i] for lv in spec.levels))
         rows = np.empty((len(anchor_ids), maps[0].shape[0]), np.float32)
-        gather_rows(maps, self._level_ends(maps), anchor_ids, rows)
+        gather_rows(maps, self._decoder(outputs, i).level_ends, anchor_ids, rows)
         return rows
-
-    def _level_ends(self, maps: tuple[np.ndarray, ...]) -> np.ndarray:
-        """Cumulative anchor counts of the levels (global anchor id -> level), cached by map sizes."""
-        key = tuple(m.shape[1] for m in maps)
-        ends = self._ends.get(key)
-        if ends is None:
-            ends = self._ends[key] = np.cumsum(key, dtype=np.int64)
-        return ends
 
     def __call__(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None = None) -> Result:
         """The Result of row ``i`` of a batch of raw outputs; stage times go to ``speed_ms``."""
