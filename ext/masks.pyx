@@ -128,7 +128,7 @@ cdef struct Scratch:
     float* xa       # W: first horizontal tap weight of each box column (K = 2)
     float* xb       # W: second one
     Py_ssize_t* xo  # W: window column of each box column's first tap
-    uint8_t* region # the largest box region of the call (assemble only)
+    uint8_t* region # the largest box region of the call
     uint8_t* row    # W: one output row (assemble only)
 
 
@@ -302,6 +302,17 @@ cdef inline int _box_region(const float* box, Py_ssize_t H, Py_ssize_t W,
     return r1[0] > r0[0] and c1[0] > c0[0]
 
 
+cdef Py_ssize_t _largest_region(const float* boxes, Py_ssize_t n, Py_ssize_t H, Py_ssize_t W) noexcept nogil:
+    """Pixels of the largest box region among n boxes (the size of the scratch region buffer)."""
+    cdef Py_ssize_t i, r0, r1, c0, c1, largest = 0
+    if H <= 0 or W <= 0:
+        return 0
+    for i in range(n):
+        if _box_region(boxes + 4 * i, H, W, &r0, &r1, &c0, &c1) and (r1 - r0) * (c1 - c0) > largest:
+            largest = (r1 - r0) * (c1 - c0)
+    return largest
+
+
 cdef struct Job:
     Py_ssize_t cost
     Py_ssize_t i
@@ -392,7 +403,7 @@ def assemble(
     """
     cdef Py_ssize_t n = coeffs.shape[0], nm = protos.shape[0], mh = protos.shape[1], mw = protos.shape[2]
     cdef Py_ssize_t H = masks.shape[1], W = masks.shape[2]
-    cdef Py_ssize_t i, r0, r1, c0, c1, max_region = 0
+    cdef Py_ssize_t i, max_region
     cdef Tables t
     cdef Py_ssize_t j
     cdef Py_ssize_t* order = NULL
@@ -409,9 +420,7 @@ def assemble(
     t.xw = &x_weights[0, 0]
     t.ky = y_weights.shape[1]
     t.kx = x_weights.shape[1]
-    for i in range(n):
-        if _box_region(&boxes[i, 0], H, W, &r0, &r1, &c0, &c1) and (r1 - r0) * (c1 - c0) > max_region:
-            max_region = (r1 - r0) * (c1 - c0)
+    max_region = _largest_region(&boxes[0, 0], n, H, W)
     nt = _thread_count(threads, &boxes[0, 0], n, H, W)
     if nt == 1:
         if not _scratch_alloc(&sc, mh, mw, W, max_region):
@@ -648,14 +657,14 @@ cdef void _rle_mask(RleWriter* wr, const uint8_t* region, Py_ssize_t H, Py_ssize
 cdef void _rle_one(
     Py_ssize_t i, const float* protos, Py_ssize_t nm, Py_ssize_t mh, Py_ssize_t mw,
     const float* coeffs, const float* boxes, const Tables* t, Py_ssize_t H, Py_ssize_t W,
-    Scratch* sc, uint8_t* region, RleWriter* wr, int64_t* areas, char** strs, Py_ssize_t* lens,
+    Scratch* sc, RleWriter* wr, int64_t* areas, char** strs, Py_ssize_t* lens,
 ) noexcept nogil:
     """Encode detection i into ``wr`` and copy its string to ``strs[i]`` (malloc'd), ``lens[i]``."""
     cdef Py_ssize_t r0, r1, c0, c1
     _rle_start(wr)
     if H > 0 and W > 0 and _box_region(boxes + 4 * i, H, W, &r0, &r1, &c0, &c1):
-        areas[i] = _region(protos, nm, mh, mw, coeffs + i * nm, t, r0, r1, c0, c1, sc, region, c1 - c0)
-        _rle_mask(wr, region, H, W, r0, r1, c0, c1)
+        areas[i] = _region(protos, nm, mh, mw, coeffs + i * nm, t, r0, r1, c0, c1, sc, sc.region, c1 - c0)
+        _rle_mask(wr, sc.region, H, W, r0, r1, c0, c1)
     else:
         areas[i] = 0
         _rle_put(wr, <int64_t> H * W)
@@ -692,11 +701,10 @@ def encode_rle(
     """
     cdef Py_ssize_t n = coeffs.shape[0], nm = protos.shape[0], mh = protos.shape[1], mw = protos.shape[2]
     cdef Py_ssize_t H = y_start.shape[0], W = x_start.shape[0]
-    cdef Py_ssize_t i, r0, r1, c0, c1, max_region = 0
+    cdef Py_ssize_t i, max_region
     cdef Tables t
     cdef Scratch* psc = NULL
     cdef RleWriter* pwr = NULL
-    cdef uint8_t* region = NULL
     cdef char** strs = NULL
     cdef Py_ssize_t j
     cdef Py_ssize_t* order = NULL
@@ -704,10 +712,7 @@ def encode_rle(
     cdef int nt, dyn, failed = 0
     if n == 0:
         return []
-    for i in range(n):
-        if H > 0 and W > 0 and _box_region(&boxes[i, 0], H, W, &r0, &r1, &c0, &c1):
-            if (r1 - r0) * (c1 - c0) > max_region:
-                max_region = (r1 - r0) * (c1 - c0)
+    max_region = _largest_region(&boxes[0, 0], n, H, W)
     t.ys = t.xs = NULL
     t.yw = t.xw = NULL
     t.ky = t.kx = 0
@@ -738,19 +743,17 @@ def encode_rle(
     # length -1. Strings are copied out per detection, bytes objects made after the parallel part.
     dyn = _dynamic(threads <= 0)
     with nogil, parallel(num_threads=nt):
-        psc = _scratch_new(mh, mw, W, 0)
+        psc = _scratch_new(mh, mw, W, max_region)
         pwr = _writer_new(W)
-        region = <uint8_t*> malloc(max_region + 1)
         for j in prange(n, schedule="dynamic", chunksize=1):
             i = order[j] if order != NULL else j
-            if psc == NULL or pwr == NULL or region == NULL:
+            if psc == NULL or pwr == NULL:
                 lens[i] = -1
             else:
                 _rle_one(i, &protos[0, 0, 0], nm, mh, mw, &coeffs[0, 0], &boxes[0, 0], &t, H, W,
-                         psc, region, pwr, &areas[0], strs, lens)
+                         psc, pwr, &areas[0], strs, lens)
         _scratch_delete(psc)
         _writer_delete(pwr)
-        free(region)
     _restore_dynamic(dyn)
     free(order)
     for i in range(n):
