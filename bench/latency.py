@@ -431,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: model {args.model} not found (export one: python tools/export.py M.pt -o M.onnx)",
               file=sys.stderr)
         return 2
+    for what, path in (("baseline model", args.baseline), ("--compare-ultralytics model", args.compare_ultralytics)):
+        if path is not None and not path.is_file():
+            print(f"error: {what} {path} not found", file=sys.stderr)
+            return 2
     try:
         paths = resolve_images(args.images, args.limit)
         images = load_images(paths)
@@ -441,9 +445,6 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     print(format_machine(facts))
 
-    if args.baseline is not None and not args.baseline.is_file():
-        print(f"error: baseline model {args.baseline} not found", file=sys.stderr)
-        return 2
     models = [args.model] + ([args.baseline] if args.baseline is not None else [])
     runs, *baseline_runs = run_ours(models, images, args.batch, settings, args)
     rt = runtime_facts()  # after our runs, before Ultralytics: did our decode pull in Numba?
@@ -469,9 +470,6 @@ def main(argv: list[str] | None = None) -> int:
 
     compare = None
     if args.compare_ultralytics is not None:
-        if not args.compare_ultralytics.is_file():
-            print(f"error: {args.compare_ultralytics} not found", file=sys.stderr)
-            return 2
         compare = run_compare(args.model, args.compare_ultralytics, images, settings, args, args.mode)
         print_compare(compare)
 
