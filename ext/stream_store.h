@@ -35,12 +35,7 @@ static inline void stream_zero(uint8_t* dst, ptrdiff_t n) {
 }
 
 static inline void stream_floats(float* dst, const float* src, ptrdiff_t n) {
-    ptrdiff_t i = 0;
-#if STREAM_STORE_SSE2
-    while (i < n && ((uintptr_t) (dst + i) & 15)) { dst[i] = src[i]; i++; }
-    for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-#endif
-    for (; i < n; i++) dst[i] = src[i];
+    stream_bytes((uint8_t*) dst, (const uint8_t*) src, n * (ptrdiff_t) sizeof(float));
 }
 
 static inline void stream_fill_floats(float* dst, ptrdiff_t n, float v) {
