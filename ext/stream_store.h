@@ -24,15 +24,17 @@ static inline void stream_bytes(uint8_t* dst, const uint8_t* src, ptrdiff_t n) {
     if (i < n) memcpy(dst + i, src + i, (size_t) (n - i));
 }
 
-static inline void stream_zero(uint8_t* dst, ptrdiff_t n) {
+static inline void stream_fill_bytes(uint8_t* dst, ptrdiff_t n, uint8_t v) {
     ptrdiff_t i = 0;
 #if STREAM_STORE_SSE2
-    const __m128i z = _mm_setzero_si128();
-    while (i < n && ((uintptr_t) (dst + i) & 15)) { dst[i] = 0; i++; }
-    for (; i + 16 <= n; i += 16) _mm_stream_si128((__m128i*) (dst + i), z);
+    const __m128i vv = _mm_set1_epi8((char) v);
+    while (i < n && ((uintptr_t) (dst + i) & 15)) { dst[i] = v; i++; }
+    for (; i + 16 <= n; i += 16) _mm_stream_si128((__m128i*) (dst + i), vv);
 #endif
-    if (i < n) memset(dst + i, 0, (size_t) (n - i));
+    if (i < n) memset(dst + i, v, (size_t) (n - i));
 }
+
+static inline void stream_zero(uint8_t* dst, ptrdiff_t n) { stream_fill_bytes(dst, n, 0); }
 
 static inline void stream_floats(float* dst, const float* src, ptrdiff_t n) {
     stream_bytes((uint8_t*) dst, (const uint8_t*) src, n * (ptrdiff_t) sizeof(float));

@@ -77,15 +77,18 @@ def plan_letterbox(src_hw: tuple[int, int], target_hw: tuple[int, int], *, auto:
 
 
 def letterbox_into(image_bgr: np.ndarray, plan: Letterbox, out_chw: np.ndarray) -> None:
-    """Write the letterboxed, RGB, 0..1 float32 image into ``out_chw`` (3, H, W) float32.
+    """Write the letterboxed RGB image into ``out_chw`` (3, H, W): uint8 0..255, or float32 0..1.
 
-    ``image_bgr`` is (h, w, 3) uint8 as OpenCV reads it. Resizing is INTER_LINEAR; padding is
-    114/255. Values are bit-identical to Ultralytics' ``uint8 -> float / 255``.
+    ``image_bgr`` is (h, w, 3) uint8 as OpenCV reads it. Resizing is INTER_LINEAR; padding is 114
+    (114/255 in float32). Float values are bit-identical to Ultralytics' ``uint8 -> float / 255``;
+    uint8 planes are for models that do that division in their graph (our exports).
     """
     new_h, new_w = plan.resized_hw
     if image_bgr.shape[:2] != (new_h, new_w):
         image_bgr = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    if out_chw.shape != (3, *plan.dst_hw) or out_chw.dtype != np.float32 or not out_chw.flags.c_contiguous:
-        raise ValueError(f"out_chw must be C-contiguous float32 of shape {(3, *plan.dst_hw)}, "
+    if (out_chw.shape != (3, *plan.dst_hw) or out_chw.dtype not in (np.float32, np.uint8)
+            or not out_chw.flags.c_contiguous):
+        raise ValueError(f"out_chw must be C-contiguous float32 or uint8 of shape {(3, *plan.dst_hw)}, "
                          f"got {out_chw.dtype} {out_chw.shape}")
-    pack_bgr_to_chw(np.ascontiguousarray(image_bgr), out_chw, plan.pad_top, plan.pad_left, float(_PAD_FLOAT))
+    pad = _PAD_FLOAT if out_chw.dtype == np.float32 else np.uint8(PAD_VALUE)
+    pack_bgr_to_chw(np.ascontiguousarray(image_bgr), out_chw, plan.pad_top, plan.pad_left, pad)

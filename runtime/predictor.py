@@ -153,11 +153,11 @@ class Predictor:
         t0 = time.perf_counter()
         plans = self.plan([img.shape[:2] for img in images])
         rows = self.spec.batch or n
-        tensor = self._buffers.acquire((rows, 3) + plans[0].dst_hw)
+        tensor = self._buffers.acquire((rows, 3) + plans[0].dst_hw, self.spec.input_dtype)
         for k, (image, plan) in enumerate(zip(images, plans)):
             letterbox_into(image, plan, tensor[k])
         if rows > n:
-            tensor[n:] = 0.0  # padding rows of a fixed-batch model; their outputs are ignored
+            tensor[n:] = 0  # padding rows of a fixed-batch model; their outputs are ignored
         speed = {"preprocess": (time.perf_counter() - t0) * 1e3 / n}
         if read_ms is not None:
             speed["read"] = read_ms
@@ -192,7 +192,7 @@ class _PreparedBatch:
 
 class _InputBuffers:
     """Reusable input tensors: letterboxing into the buffer of the previous batch instead of a fresh
-    5 MB allocation took 0.46 instead of 0.60 ms per 640x640 image here.
+    allocation took 0.46 instead of 0.60 ms per 640x640 float32 image here (no page faults).
 
     A buffer is taken while a batch is prepared and given back once the session has run it. At
     most ``keep`` buffers are kept, the most recently returned ones (prefetching needs two).
@@ -203,12 +203,12 @@ class _InputBuffers:
         self._lock = threading.Lock()
         self._keep = keep
 
-    def acquire(self, shape: tuple[int, ...]) -> np.ndarray:
+    def acquire(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         with self._lock:
             for k, tensor in enumerate(self._free):
-                if tensor.shape == shape:
+                if tensor.shape == shape and tensor.dtype == dtype:
                     return self._free.pop(k)
-        return np.empty(shape, np.float32)
+        return np.empty(shape, dtype)
 
     def release(self, tensor: np.ndarray) -> None:
         with self._lock:

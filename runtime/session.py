@@ -54,6 +54,6 @@ def session_spec(session, path: str | Path) -> ModelSpec:
 
 
 def run_session(session, spec: ModelSpec, batch_chw: np.ndarray) -> dict[str, np.ndarray]:
-    """Run one batch (B, 3, H, W) float32; returns outputs by name."""
+    """Run one batch (B, 3, H, W) of the model's input dtype (``spec.input_dtype``); returns outputs by name."""
     outputs = session.run(spec.output_names, {spec.input_name: batch_chw})
     return dict(zip(spec.output_names, outputs))

@@ -24,6 +24,7 @@ TRUNCATED_LAYOUT = "truncated"
 STANDARD_LAYOUT = "standard"
 SUPPORTED_LAYOUT_VERSIONS = {"1"}
 TASKS = ("detect", "segment", "pose")
+_INPUT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}  # onnxruntime NodeArg.type -> numpy
 _LEVEL_NAME = re.compile(r"^(box|cls|mc|kpt)_p(\d+)$")
 
 
@@ -43,6 +44,8 @@ class ModelSpec:
 
     ``input_hw`` is None when height and width are dynamic; ``batch`` is None when the batch
     dimension is dynamic. ``imgsz`` is the letterbox target used when the caller gives none.
+    ``input_dtype`` is "uint8" (RGB 0..255, normalised inside the graph: our exports) or "float32"
+    (RGB 0..1: stock Ultralytics exports).
     """
 
     path: Path
@@ -55,6 +58,7 @@ class ModelSpec:
     nm: int
     kpt_shape: tuple[int, int] | None
     input_name: str
+    input_dtype: str
     batch: int | None
     input_hw: tuple[int, int] | None
     imgsz: tuple[int, int]
@@ -147,6 +151,10 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
     shape = list(inp.shape)
     if len(shape) != 4 or _static_dim(shape[1]) not in (3, None):
         raise ModelError(f"{path}: input '{inp.name}' has shape {shape}, expected [batch, 3, height, width]")
+    input_type = getattr(inp, "type", "tensor(float)")
+    input_dtype = _INPUT_TYPES.get(input_type)
+    if input_dtype is None:
+        raise ModelError(f"{path}: input '{inp.name}' is {input_type}, expected tensor(uint8) or tensor(float)")
     batch = _static_dim(shape[0])
     h, w = _static_dim(shape[2]), _static_dim(shape[3])
     input_hw = (h, w) if h and w else None
@@ -180,9 +188,9 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
         cls_channels = _static_dim(output_shapes[levels[0].cls][1])
         if cls_channels is not None and cls_channels != len(names):
             raise ModelError(f"{path}: {len(names)} class names but {cls_channels} class channels")
-        return ModelSpec(path, TRUNCATED_LAYOUT, task, names, strides, reg_max, dfl_bins, nm, kpt_shape, inp.name, batch,
-                         input_hw, _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), levels, proto, None,
-                         dict(metadata))
+        return ModelSpec(path, TRUNCATED_LAYOUT, task, names, strides, reg_max, dfl_bins, nm, kpt_shape, inp.name,
+                         input_dtype, batch, input_hw, _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), levels,
+                         proto, None, dict(metadata))
 
     # Stock Ultralytics export: decoded boxes and scores in output0.
     if not outputs or len(output_shapes[output_names[0]]) != 3:
@@ -199,6 +207,6 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
     if metadata.get("end2end", "False") == "True" or (rows is not None and rows < 4 + len(names)):
         raise ModelError(f"{path}: end-to-end (NMS-free) exports are not supported; export without nms/end2end")
     stride = int(ast.literal_eval(metadata.get("stride", "32")))
-    return ModelSpec(path, STANDARD_LAYOUT, task, names, (stride,), 0, None, nm, kpt_shape, inp.name, batch, input_hw,
-                     _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), (), proto, output_names[0],
+    return ModelSpec(path, STANDARD_LAYOUT, task, names, (stride,), 0, None, nm, kpt_shape, inp.name, input_dtype, batch,
+                     input_hw, _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), (), proto, output_names[0],
                      dict(metadata))

@@ -32,7 +32,7 @@ RANDOM_NC7_NAMES = ["person", "bicycle", "car", "traffic light", "dog", "cat", "
 ATOL = 1e-4
 BASE_META_KEYS = {
     "producer", "layout", "layout_version", "task", "names", "strides", "reg_max", "nc", "imgsz", "batch",
-    "dynamic_hw", "source", "source_sha256", "ultralytics_version", "opset", "simplified",
+    "dynamic_hw", "input_dtype", "source", "source_sha256", "ultralytics_version", "opset", "simplified",
 }  # fmt: skip
 EXTRA_META_KEYS = {"detect": set(), "segment": {"nm"}, "pose": {"kpt_shape"}}
 
@@ -46,14 +46,27 @@ CASES = {
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
+def random_images(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A uint8 RGB batch (B, 3, H, W), as our exports take it."""
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def normalised(x: np.ndarray) -> np.ndarray:
+    """Ultralytics' preprocessing of a uint8 batch: float32 / 255."""
+    return x.astype(np.float32) / np.float32(255)
+
+
 def run_onnx(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Outputs by name for a uint8 batch ``x``, normalised first when the model takes float input."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(None, {"images": x})))
+    feed = x if sess.get_inputs()[0].type == "tensor(uint8)" else normalised(x)
+    return dict(zip(names, sess.run(None, {"images": feed})))
 
 
 def torch_head_outputs(pt: Path, x: np.ndarray, fuse: bool = True) -> dict[str, np.ndarray]:
-    """The reloaded torch model's own per-branch head outputs, captured with forward hooks on the last layers."""
+    """The reloaded torch model's own per-branch head outputs for a uint8 batch ``x`` (normalised as
+    Ultralytics does), captured with forward hooks on the last layers."""
     import torch
     from ultralytics import YOLO
 
@@ -79,7 +92,7 @@ def torch_head_outputs(pt: Path, x: np.ndarray, fuse: bool = True) -> dict[str, 
         hooks.append(head.proto.register_forward_hook(hook("proto")))
     try:
         with torch.no_grad():
-            model(torch.from_numpy(x))
+            model(torch.from_numpy(normalised(x)))
     finally:
         for h in hooks:
             h.remove()
@@ -161,7 +174,7 @@ def test_graph_structure(request, case):
     onnx.checker.check_model(m)
 
     assert [i.name for i in m.graph.input] == ["images"]
-    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert dims(m.graph.input[0]) == ["batch", 3, RANDOM_IMGSZ, RANDOM_IMGSZ]
     want = expected_shapes(task, nc, extra, RANDOM_IMGSZ, RANDOM_IMGSZ)
     assert [o.name for o in m.graph.output] == list(want) == output_names(task, [8, 16, 32])
@@ -215,7 +228,7 @@ def test_metadata(request, case):
     assert meta["source"] == Path(pt).name
     assert meta["source_sha256"] == sha256(pt)
     assert meta["ultralytics_version"] == ultralytics.__version__
-    assert meta["opset"] == "17"
+    assert meta["opset"] == "17" and meta["input_dtype"] == "uint8"
     assert meta["simplified"] in ("true", "false")
     assert ort.InferenceSession(str(path)).get_modelmeta().custom_metadata_map == meta  # what the runtime reads
 
@@ -224,12 +237,12 @@ def test_metadata(request, case):
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_torch(request, case):
     pt_fixture, onnx_fixture, *_ = CASES[case]
-    x = np.random.default_rng(0).random((2, 3, RANDOM_IMGSZ, RANDOM_IMGSZ), dtype=np.float32)
+    x = random_images(0, (2, 3, RANDOM_IMGSZ, RANDOM_IMGSZ))
     assert_parity(request.getfixturevalue(onnx_fixture), request.getfixturevalue(pt_fixture), x)
 
 
 def test_dynamic_batch(random_detect_onnx):
-    x3 = np.random.default_rng(1).random((3, 3, RANDOM_IMGSZ, RANDOM_IMGSZ), dtype=np.float32)
+    x3 = random_images(1, (3, 3, RANDOM_IMGSZ, RANDOM_IMGSZ))
     out3 = run_onnx(random_detect_onnx, x3)
     out1 = run_onnx(random_detect_onnx, x3[1:2])
     for name, want in expected_shapes("detect", 80, None, RANDOM_IMGSZ, RANDOM_IMGSZ, batch=3).items():
@@ -246,7 +259,7 @@ def test_dynamic_hw(export_onnx, random_seg_pt):
     assert dims(m.graph.output[-1]) == ["batch", 32, "h_proto", "w_proto"]
     assert metadata(m)["dynamic_hw"] == "true" and json.loads(metadata(m)["imgsz"]) == [RANDOM_IMGSZ, RANDOM_IMGSZ]
 
-    x = np.random.default_rng(2).random((1, 3, 256, 320), dtype=np.float32)  # H=256, W=320
+    x = random_images(2, (1, 3, 256, 320))  # H=256, W=320
     got = run_onnx(path, x)
     for name, want in expected_shapes("segment", 80, 32, 256, 320, batch=1).items():
         assert list(got[name].shape) == want
@@ -258,10 +271,26 @@ def test_no_simplify_matches_simplified(export_onnx, random_pose_pt, random_pose
     m = onnx.load(str(path))
     assert metadata(m)["simplified"] == "false"
     assert [o.name for o in m.graph.output] == output_names("pose", [8, 16, 32])
-    x = np.random.default_rng(3).random((1, 3, RANDOM_IMGSZ, RANDOM_IMGSZ), dtype=np.float32)
+    x = random_images(3, (1, 3, RANDOM_IMGSZ, RANDOM_IMGSZ))
     a, b = run_onnx(path, x), run_onnx(random_pose_onnx, x)
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-5, rtol=0)
+
+
+def test_input_normalised_in_graph(export_onnx, random_detect_pt, random_detect_onnx):
+    """Default uint8 input: the graph starts with Cast + Div by 255 and gives, bit for bit, what a float32 export
+    gives for the same image divided by 255 on the host."""
+    m = onnx.load(str(random_detect_onnx))
+    first = m.graph.node[:2]
+    assert [n.op_type for n in first] == ["Cast", "Div"] and list(first[0].input) == ["images"]
+    path = export_onnx(random_detect_pt, imgsz=RANDOM_IMGSZ, input_dtype="float32")
+    f = onnx.load(str(path))
+    assert f.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert metadata(f)["input_dtype"] == "float32" and "Cast" not in {n.op_type for n in f.graph.node}
+    x = random_images(6, (1, 3, RANDOM_IMGSZ, RANDOM_IMGSZ))
+    a, b = run_onnx(path, x), run_onnx(random_detect_onnx, x)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
@@ -280,7 +309,7 @@ def test_cli_fixed_batch_rect_default_output(tmp_path, random_detect_pt, capsys)
     meta = metadata(m)
     assert meta["batch"] == "2" and json.loads(meta["imgsz"]) == [256, 320] and meta["source"] == "my model.pt"
 
-    x = np.random.default_rng(4).random((2, 3, 256, 320), dtype=np.float32)
+    x = random_images(4, (2, 3, 256, 320))
     assert_parity(out, pt, x)
     with pytest.raises(Exception):  # the batch dimension is fixed
         run_onnx(out, np.concatenate([x, x[:1]]))
@@ -336,6 +365,12 @@ def test_bad_imgsz(tmp_path, random_detect_pt, imgsz):
     out = tmp_path / "out.onnx"
     with pytest.raises(ExportArgumentError, match=Path(random_detect_pt).name):
         export_truncated(random_detect_pt, out, imgsz=imgsz)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input_dtype(tmp_path, random_detect_pt):
+    with pytest.raises(ExportArgumentError, match="input_dtype must be one of uint8, float32"):
+        export_truncated(random_detect_pt, tmp_path / "out.onnx", input_dtype="float16")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -397,5 +432,5 @@ def test_shared_checkpoint_parity(request, which):
     bins = YOLO(str(pt)).model.model[-1].dfl.conv.weight.flatten().tolist()
     if bins != list(range(16)):  # these checkpoints' DFL weights went through int8: the decode needs them
         np.testing.assert_array_equal(json.loads(meta["dfl_bins"]), np.float32(bins))
-    x = np.random.default_rng(5).random((2, 3, 640, 640), dtype=np.float32)
+    x = random_images(5, (2, 3, 640, 640))
     assert_parity(path, pt, x)

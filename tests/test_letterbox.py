@@ -14,19 +14,22 @@ def _image(hw, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (*hw, 3), dtype=np.uint8)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
 @pytest.mark.parametrize("auto", [False, True], ids=["square", "minimal_padding"])
 @pytest.mark.parametrize("src_hw", SHAPES, ids=[f"{h}x{w}" for h, w in SHAPES])
 @pytest.mark.parametrize("target", [(640, 640), (320, 320), (384, 640)], ids=["640", "320", "384x640"])
-def test_pixels_match_ultralytics(src_hw, target, auto):
+def test_pixels_match_ultralytics(src_hw, target, auto, dtype):
+    """uint8 planes hold Ultralytics' RGB bytes; float32 planes its ``float() / 255`` of them, bit for bit."""
     torch = pytest.importorskip("torch")
     from ultralytics.data.augment import LetterBox
 
     image = _image(src_hw)
     ref = LetterBox(target, auto=auto, stride=32)(image=image)
-    ref = torch.from_numpy(ref[None]).permute(0, 3, 1, 2).flip(1).float().div_(255)[0].numpy()
+    ref = torch.from_numpy(ref[None]).permute(0, 3, 1, 2).flip(1)
+    ref = (ref.float().div_(255) if dtype == "float32" else ref)[0].numpy()
     plan = plan_letterbox(src_hw, target, auto=auto, stride=32)
     assert plan.dst_hw == ref.shape[1:]
-    out = np.full((3, *plan.dst_hw), -1, np.float32)
+    out = np.full((3, *plan.dst_hw), 7, dtype)  # every pixel must be overwritten
     letterbox_into(image, plan, out)
     np.testing.assert_array_equal(out, ref)
 
@@ -62,5 +65,7 @@ def test_boxes_to_source_is_elementwise_float32_and_checks_shape():
 
 def test_letterbox_into_rejects_wrong_buffer():
     plan = plan_letterbox((100, 200), (64, 64))
-    with pytest.raises(ValueError, match="C-contiguous float32"):
+    with pytest.raises(ValueError, match="C-contiguous float32 or uint8"):
         letterbox_into(_image((100, 200)), plan, np.zeros((3, 64, 32), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous float32 or uint8"):
+        letterbox_into(_image((100, 200)), plan, np.zeros((3, 64, 64), np.float64))

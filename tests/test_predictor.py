@@ -68,6 +68,15 @@ def test_fixed_batch_model_pads_last_chunk(random_seg_pt, export_onnx, random_se
         _same(ours, ref)
 
 
+def test_float_input_export_gives_the_same_results(random_seg_pt, export_onnx, random_seg_onnx, images):
+    """uint8 input (the default export, normalised in the graph) and float32 input (host-normalised) agree exactly."""
+    floating = Predictor(export_onnx(random_seg_pt, imgsz=RANDOM_IMGSZ, input_dtype="float32"), conf=0.3)
+    byte = Predictor(random_seg_onnx, conf=0.3)
+    assert (floating.spec.input_dtype, byte.spec.input_dtype) == ("float32", "uint8")
+    for ours, ref in zip(byte.predict(images), floating.predict(images)):
+        _same(ours, ref, atol=0)
+
+
 def test_predict_is_thread_safe(random_seg_onnx, images):
     predictor = Predictor(random_seg_onnx, conf=0.3, threads=1)
     reference = predictor.predict(images)
@@ -149,16 +158,21 @@ def test_garbage_model_file(tmp_path):
         Predictor(bad)
 
 
-def test_onnx_without_yolo_metadata(tmp_path):
+@pytest.mark.parametrize("dtype,pattern", [
+    ("FLOAT", r"plain\.onnx: ONNX metadata lacks 'task'/'names'"),
+    ("INT32", r"plain\.onnx: input 'images' is tensor\(int32\), expected tensor\(uint8\) or tensor\(float\)"),
+], ids=["no_metadata", "int32_input"])
+def test_onnx_that_is_not_a_yolo_model(tmp_path, dtype, pattern):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
+    elem = getattr(TensorProto, dtype)
     graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "g",
-                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 32, 32])])
+                              [helper.make_tensor_value_info("images", elem, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("out", elem, [1, 3, 32, 32])])
     path = tmp_path / "plain.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    with pytest.raises(ModelError, match=r"plain\.onnx: ONNX metadata lacks 'task'/'names'"):
+    with pytest.raises(ModelError, match=pattern):
         Predictor(path)
 
 

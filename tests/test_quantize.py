@@ -7,6 +7,7 @@ written into a temp folder (Ultralytics' bundled bus.jpg / zidane.jpg plus synth
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -180,7 +181,8 @@ def test_calibration_reader_is_reiterable_and_matches_letterbox(random_detect_on
     info = qz.inspect_float_model(random_detect_onnx)
     chosen, held = qz.select_images(calib_dir, 3, seed=1)
     assert len(chosen) == 3 and len(held) == 3 and not set(chosen) & set(held)
-    reader = qz.CalibrationImages(chosen, info.input_name, info.input_hw)
+    assert info.input_dtype == "uint8"  # our exports normalise inside the graph
+    reader = qz.CalibrationImages(chosen, info.input_name, info.input_hw, info.input_dtype)
     first = list(iter(reader))
     second = list(iter(reader))
     assert len(first) == len(second) == 3
@@ -191,10 +193,10 @@ def test_calibration_reader_is_reiterable_and_matches_letterbox(random_detect_on
     for a, b in zip(first, second):
         assert list(a) == [info.input_name]
         x = a[info.input_name]
-        assert x.dtype == np.float32 and x.shape == (1, 3, *info.input_hw)
+        assert x.dtype == np.uint8 and x.shape == (1, 3, *info.input_hw)
         np.testing.assert_array_equal(x, b[info.input_name])
     image = cv2.imread(str(chosen[0]))
-    want = np.empty((3, *info.input_hw), np.float32)
+    want = np.empty((3, *info.input_hw), np.uint8)
     letterbox_into(image, plan_letterbox(image.shape[:2], info.input_hw), want)
     np.testing.assert_array_equal(first[0][info.input_name][0], want)
 
@@ -243,6 +245,13 @@ def test_report_files_agree_with_json(quantized_detect):
     a = report["auto_exclude"]
     assert a["k"] == qz.DEFAULT_RECIPE.auto_exclude and a["groups"] == [g["name"] for g in sens["groups"][:a["k"]]]
     assert "## Auto-exclude" in md and "## Sensitivity" in md
+
+
+def test_prepare_model_takes_relative_paths(random_detect_onnx, tmp_path, monkeypatch):
+    """Relative paths mean the caller's directory, although the pre-processing runs from a scratch directory."""
+    monkeypatch.chdir(Path(random_detect_onnx).parent)
+    out = qz.prepare_model(Path(random_detect_onnx).name, Path(os.path.relpath(tmp_path / "pre.onnx")))
+    assert out == (tmp_path / "pre.onnx").resolve() and out.is_file()
 
 
 def test_sensitivity_ranks_groups(random_detect_onnx, calib_dir, tmp_path):

@@ -8,12 +8,17 @@ models. DFL, anchor decoding, concatenation, sigmoid and NMS are left to the run
 Usage::
 
     python tools/export.py MODEL.pt [--imgsz 640 | --imgsz H W] [--batch N|dynamic] [--dynamic-hw]
-                                    [--opset 17] [--simplify/--no-simplify] [-o OUT.onnx]
+                                    [--input-dtype uint8|float32] [--opset 17] [--simplify/--no-simplify]
+                                    [-o OUT.onnx]
 
 Library::
 
     from tools.export import export_truncated
     onnx_path = export_truncated("yolov8n.pt", imgsz=640)
+
+Input ``images``: (batch, 3, H, W) RGB. By default uint8 0..255, and the graph starts with Ultralytics' own
+normalisation (``float(x) / 255``, bit for bit): the host then writes a quarter of the bytes, and the division runs
+on onnxruntime's threads inside the session. ``--input-dtype float32`` takes 0..1 floats like a stock export.
 
 Outputs, in order, for each level ``pN`` (N = log2(stride), usually p3, p4, p5)::
 
@@ -44,6 +49,7 @@ LAYOUT = "truncated-head"
 LAYOUT_VERSION = "1"
 INPUT_NAME = "images"
 PROTO_NAME = "proto"
+INPUT_DTYPES = ("uint8", "float32")
 MIN_OPSET = 11  # nearest Resize with scales needs opset 11 in the legacy exporter
 MAX_IR_VERSION = 10  # keep the files loadable by older onnxruntime builds (as Ultralytics does)
 
@@ -267,6 +273,23 @@ def truncated_head(head, task: str) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------------------- ONNX
+def _normalise_in_graph(model_onnx) -> None:
+    """Make the image input uint8 and start the graph with Ultralytics' ``float(x) / 255`` (bit for bit)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model_onnx.graph
+    normalised = f"{INPUT_NAME}_normalised"
+    for node in graph.node:
+        node.input[:] = [normalised if name == INPUT_NAME else name for name in node.input]
+    graph.initializer.append(numpy_helper.from_array(np.array(255, np.float32), f"{INPUT_NAME}_scale"))
+    graph.node.insert(0, helper.make_node("Div", [f"{INPUT_NAME}_float", f"{INPUT_NAME}_scale"], [normalised],
+                                          name="/normalise/Div"))
+    graph.node.insert(0, helper.make_node("Cast", [INPUT_NAME], [f"{INPUT_NAME}_float"], to=TensorProto.FLOAT,
+                                          name="/normalise/Cast"))
+    graph.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+
+
 def _producers(model_onnx) -> dict[str, Any]:
     return {o: n for n in model_onnx.graph.node for o in n.output}
 
@@ -308,6 +331,7 @@ def export_truncated(
     dynamic_hw: bool = False,
     opset: int = 17,
     simplify: bool = True,
+    input_dtype: str = "uint8",
 ) -> Path:
     """Export ``pt_path`` (Ultralytics YOLOv8 detect/segment/pose .pt) to a truncated-head ONNX file.
 
@@ -319,6 +343,7 @@ def export_truncated(
         batch: "dynamic" (default, dim named "batch") or a fixed positive int.
         dynamic_hw: make H and W dynamic too (the graph is fully convolutional; H, W must still be stride multiples).
         opset: ONNX opset (>= 11, default 17).
+        input_dtype: "uint8" (default: RGB 0..255, divided by 255 inside the graph) or "float32" (RGB 0..1).
         simplify: run onnxslim when importable; kept only if names and Conv-terminated outputs survive.
 
     Returns:
@@ -340,6 +365,8 @@ def export_truncated(
         raise ExportArgumentError(f"{pt}: {e}") from None
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise ExportArgumentError(f"{pt}: opset must be an integer >= {MIN_OPSET}, got {opset!r}")
+    if input_dtype not in INPUT_DTYPES:
+        raise ExportArgumentError(f"{pt}: input_dtype must be one of {', '.join(INPUT_DTYPES)}, got {input_dtype!r}")
 
     if out_path is None:
         out = pt.with_suffix(".onnx")
@@ -402,6 +429,8 @@ def export_truncated(
                 raise ExportError(f"{pt}: torch.onnx.export failed ({type(e).__name__}: {_first_line(e)})") from e
 
         model_onnx = onnx.load(str(tmp))
+        if input_dtype == "uint8":
+            _normalise_in_graph(model_onnx)
         problem = _check_layout(model_onnx, names)
         if problem:
             raise ExportError(f"{pt}: unexpected exported graph: {problem}")
@@ -448,6 +477,7 @@ def export_truncated(
                 "imgsz": json.dumps([h, w]),
                 "batch": "dynamic" if fixed_batch is None else str(fixed_batch),
                 "dynamic_hw": "true" if dynamic_hw else "false",
+                "input_dtype": input_dtype,
                 "source": pt.name,
                 "source_sha256": sha,
                 "ultralytics_version": _ultralytics_version(),
@@ -499,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch", type=_batch_arg, default="dynamic", help="'dynamic' (default) or a fixed batch size")
     p.add_argument("--dynamic-hw", action="store_true", help="make input height and width dynamic too")
+    p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="uint8",
+                   help="uint8 (default: RGB 0..255, divided by 255 in the graph) or float32 (RGB 0..1)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument(
         "--simplify", action=argparse.BooleanOptionalAction, default=True, help="simplify with onnxslim if installed"
@@ -525,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             dynamic_hw=args.dynamic_hw,
             opset=args.opset,
             simplify=args.simplify,
+            input_dtype=args.input_dtype,
         )
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)

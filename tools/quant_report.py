@@ -53,10 +53,10 @@ def make_session(path_or_bytes, threads: int | None = None, optimize: bool = Tru
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
-def load_inputs(images: Sequence[Path], hw: tuple[int, int]) -> list[np.ndarray]:
+def load_inputs(images: Sequence[Path], hw: tuple[int, int], dtype: str) -> list[np.ndarray]:
     from tools.quantize import preprocess_image
 
-    return [preprocess_image(p, hw)[None] for p in images]
+    return [preprocess_image(p, hw, dtype)[None] for p in images]
 
 
 # ---------------------------------------------------------------------------------------------------- tensor errors
@@ -223,11 +223,13 @@ def run_outputs(path: str | Path, inputs: Sequence[np.ndarray], input_name: str,
 
 
 # ------------------------------------------------------------------------------------------------------------ speed
-def measure_speed(paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], threads: int | None = None,
-                  repeats: int = 20, warmup: int = 3) -> dict[str, float]:
+def measure_speed(paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], dtype: str,
+                  threads: int | None = None, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
     """Median ms per image at batch 1 for each model, the models alternating so load changes hit all alike."""
     sessions = [make_session(p, threads) for p in paths]
-    x = np.random.default_rng(0).random((1, 3, *hw), dtype=np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (1, 3, *hw), dtype=np.uint8)
+    if dtype == "float32":
+        x = x.astype(np.float32) / np.float32(255)
     for s in sessions:
         for _ in range(warmup):
             s.run(None, {input_name: x})
@@ -265,7 +267,7 @@ def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Pat
 
         meta = {p.key: p.value for p in onnx.load(str(q_path), load_external_data=False).metadata_props}
         settings = json.loads(meta.get("quantization", "{}"))
-    inputs = load_inputs(images, info.input_hw)
+    inputs = load_inputs(images, info.input_hw, info.input_dtype)
     with tempfile.TemporaryDirectory(prefix="quant-report-") as tmp:
         if pre_path is None:
             pre_path = prepare_model(float_path, Path(tmp) / "pre.onnx")
@@ -273,7 +275,7 @@ def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Pat
     float_outputs = run_outputs(float_path, inputs, info.input_name, threads)
     consistency = output_consistency(float_path, q_path, inputs, info.input_name, threads, float_outputs)
     speed_paths = [float_path, q_path] + ([baseline_qdq] if baseline_qdq else [])
-    ms = measure_speed(speed_paths, info.input_name, info.input_hw, threads, repeats)
+    ms = measure_speed(speed_paths, info.input_name, info.input_hw, info.input_dtype, threads, repeats)
     ms_f, ms_q = ms[str(float_path)], ms[str(q_path)]
     size_f, size_q = Path(float_path).stat().st_size, Path(q_path).stat().st_size
     report: dict[str, Any] = {

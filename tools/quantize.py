@@ -174,6 +174,7 @@ class ModelInfo:
 
     path: Path
     input_name: str
+    input_dtype: str  # "uint8" (our exports: RGB 0..255, normalised in the graph) or "float32" (RGB 0..1)
     input_hw: tuple[int, int]
     output_names: tuple[str, ...]
     metadata: dict[str, str]
@@ -227,8 +228,10 @@ def inspect_float_model(path: str | Path) -> ModelInfo:
     dims = _dims(inputs[0])
     if len(dims) != 4 or dims[1] not in (3, "?"):
         raise QuantizeError(f"{path}: input {inputs[0].name!r} has shape {dims}, expected [batch, 3, H, W]")
-    if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-        raise QuantizeError(f"{path}: input {inputs[0].name!r} is not float32")
+    input_dtype = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.FLOAT: "float32"}.get(
+        inputs[0].type.tensor_type.elem_type)
+    if input_dtype is None:
+        raise QuantizeError(f"{path}: input {inputs[0].name!r} is neither uint8 nor float32")
     if isinstance(dims[2], int) and isinstance(dims[3], int) and dims[2] > 0 and dims[3] > 0:
         hw = (int(dims[2]), int(dims[3]))
     else:
@@ -237,7 +240,7 @@ def inspect_float_model(path: str | Path) -> ModelInfo:
             hw = (int(raw[0]), int(raw[-1])) if isinstance(raw, list) else (int(raw), int(raw))
         except (TypeError, ValueError, IndexError) as exc:
             raise QuantizeError(f"{path}: input size is dynamic and metadata 'imgsz' is missing") from exc
-    return ModelInfo(path, inputs[0].name, hw, tuple(outputs), meta, tuple(n.name for n in graph.node),
+    return ModelInfo(path, inputs[0].name, input_dtype, hw, tuple(outputs), meta, tuple(n.name for n in graph.node),
                      sha256_file(path))
 
 
@@ -263,8 +266,8 @@ def select_images(folder: str | Path, num: int, seed: int) -> tuple[list[Path], 
     return chosen, held
 
 
-def preprocess_image(path: str | Path, hw: tuple[int, int], out_chw: np.ndarray | None = None) -> np.ndarray:
-    """(3, H, W) float32 of one image, letterboxed exactly like the Predictor (runtime.letterbox)."""
+def preprocess_image(path: str | Path, hw: tuple[int, int], dtype: str = "float32") -> np.ndarray:
+    """(3, H, W) ``dtype`` (uint8 or float32) of one image, letterboxed exactly like the Predictor (runtime.letterbox)."""
     from runtime.errors import InputError
     from runtime.letterbox import letterbox_into, plan_letterbox
     from runtime.sources import load_image
@@ -274,23 +277,23 @@ def preprocess_image(path: str | Path, hw: tuple[int, int], out_chw: np.ndarray 
     except InputError as exc:
         raise QuantizeError(str(exc)) from exc
     plan = plan_letterbox(image.shape[:2], hw, auto=False)
-    if out_chw is None:
-        out_chw = np.empty((3, hw[0], hw[1]), dtype=np.float32)
+    out_chw = np.empty((3, hw[0], hw[1]), dtype=dtype)
     letterbox_into(image, plan, out_chw)
     return out_chw
 
 
 class CalibrationImages:
-    """onnxruntime CalibrationDataReader over image files: yields ``{input_name: (1, 3, H, W) float32}``.
+    """onnxruntime CalibrationDataReader over image files: yields ``{input_name: (1, 3, H, W) dtype}``.
 
     Re-iterable: ``iter(reader)`` is a fresh pass, and ``get_next`` starts a new pass after returning None once.
     Images are read and letterboxed lazily (nothing big is kept in memory).
     """
 
-    def __init__(self, paths: Sequence[str | Path], input_name: str, hw: tuple[int, int]) -> None:
+    def __init__(self, paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], dtype: str = "float32") -> None:
         self.paths = [Path(p) for p in paths]
         self.input_name = input_name
         self.hw = hw
+        self.dtype = dtype
         self._it: Iterator[dict[str, np.ndarray]] | None = None
         self._start, self._end = 0, len(self.paths)
 
@@ -299,7 +302,7 @@ class CalibrationImages:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for p in self.paths[self._start:self._end]:
-            yield {self.input_name: preprocess_image(p, self.hw)[None]}
+            yield {self.input_name: preprocess_image(p, self.hw, self.dtype)[None]}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._it is None:
@@ -317,7 +320,7 @@ class CalibrationImages:
         self._it = None
 
     def subset(self, start: int, end: int) -> "CalibrationImages":
-        return CalibrationImages(self.paths[start:end], self.input_name, self.hw)
+        return CalibrationImages(self.paths[start:end], self.input_name, self.hw, self.dtype)
 
 
 with contextlib.suppress(ImportError):  # register as a virtual subclass of onnxruntime's ABC
@@ -330,16 +333,16 @@ def prepare_model(float_path: str | Path, out_path: str | Path) -> Path:
     """onnxruntime's recommended pre-processing (symbolic shape inference + optimization) into ``out_path``."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out_path = Path(out_path).resolve()
+    # both paths resolved before the chdir below, so relative paths keep meaning the caller's directory
+    float_path, out_path = Path(float_path).resolve(), Path(out_path).resolve()
     # onnxruntime's symbolic shape inference saves "sym_shape_infer_temp.onnx" + a <uuid>.data file into the
     # current directory when it gives up: run it from a private temporary directory so nothing leaks
     with _quiet(), tempfile.TemporaryDirectory(prefix="quant-pre-") as scratch, contextlib.chdir(scratch):
         try:
-            quant_pre_process(str(Path(float_path).resolve()), str(out_path), skip_optimization=False)
+            quant_pre_process(str(float_path), str(out_path), skip_optimization=False)
         except Exception:  # noqa: BLE001 - "Incomplete symbolic shape inference" on some dynamic-batch graphs
             # auto_merge lets symbolic shape inference unify the batch dims it cannot prove equal
-            quant_pre_process(str(Path(float_path).resolve()), str(out_path), skip_optimization=False,
-                              auto_merge=True)
+            quant_pre_process(str(float_path), str(out_path), skip_optimization=False, auto_merge=True)
     return out_path
 
 
@@ -401,7 +404,7 @@ def load_or_calibrate(pre_path: Path, info: ModelInfo, images: Sequence[Path], r
             return path
     else:
         path = Path(workdir or tempfile.gettempdir()) / f"calib-{recipe.method}-{key}.json"
-    reader = CalibrationImages(images, info.input_name, info.input_hw)
+    reader = CalibrationImages(images, info.input_name, info.input_hw, info.input_dtype)
     t0 = time.perf_counter()
     tensors_range = calibrate(pre_path, reader, recipe.method, recipe.percentile, workdir)
     LOGGER.info("calibration: %s on %d images in %.1fs", recipe.method, len(images), time.perf_counter() - t0)

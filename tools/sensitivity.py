@@ -75,7 +75,7 @@ def run_sensitivity(pre_path: Path, calib_table: Path, recipe, info, images: Seq
 
     t0 = time.perf_counter()
     workdir = Path(workdir)
-    inputs = load_inputs(images, info.input_hw)
+    inputs = load_inputs(images, info.input_hw, info.input_dtype)
     float_outputs = run_outputs(info.path, inputs, info.input_name, threads)
     base_path = build_qdq(pre_path, calib_table, recipe, workdir / "sens-baseline.onnx")
     base = output_consistency(info.path, base_path, inputs, info.input_name, threads, float_outputs)
