@@ -70,7 +70,7 @@ class Postprocessor:
         self.settings = settings
         self._decoders: dict[tuple, TruncatedDecoder] = {}
 
-    def _decoder(self, outputs: dict[str, np.ndarray], i: int) -> TruncatedDecoder:
+    def _decoder(self, outputs: dict[str, np.ndarray]) -> TruncatedDecoder:
         """The decoder for these outputs' level shapes (truncated layout), built on first use."""
         levels = self.spec.levels
         key = tuple(outputs[lv.cls].shape[1:] for lv in levels)
@@ -90,7 +90,7 @@ class Postprocessor:
                                    classes=s.classes, max_candidates=s.max_candidates)
         boxes = [outputs[lv.box][i] for lv in spec.levels]
         cls = [outputs[lv.cls][i] for lv in spec.levels]
-        return self._decoder(outputs, i)(boxes, cls)
+        return self._decoder(outputs)(boxes, cls)
 
     def _extra_rows(self, outputs: dict[str, np.ndarray], i: int, anchor_ids: np.ndarray) -> np.ndarray:
         """Per-detection extra channels (mask coefficients or raw keypoints), (n, C) float32."""
@@ -99,7 +99,7 @@ class Postprocessor:
             return gather_anchor_rows(outputs[spec.output0][i][4 + spec.nc:], anchor_ids)
         maps = tuple(m.reshape(m.shape[0], -1) for m in (outputs[lv.extra][i] for lv in spec.levels))
         rows = np.empty((len(anchor_ids), maps[0].shape[0]), np.float32)
-        gather_rows(maps, self._decoder(outputs, i).level_ends, anchor_ids, rows)
+        gather_rows(maps, self._decoder(outputs).level_ends, anchor_ids, rows)
         return rows
 
     def __call__(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None = None) -> Result:

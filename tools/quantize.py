@@ -266,7 +266,7 @@ def select_images(folder: str | Path, num: int, seed: int) -> tuple[list[Path], 
     return chosen, held
 
 
-def preprocess_image(path: str | Path, hw: tuple[int, int], dtype: str = "float32") -> np.ndarray:
+def preprocess_image(path: str | Path, hw: tuple[int, int], dtype: str) -> np.ndarray:
     """(3, H, W) ``dtype`` (uint8 or float32) of one image, letterboxed exactly like the Predictor (runtime.letterbox)."""
     from runtime.errors import InputError
     from runtime.letterbox import letterbox_into, plan_letterbox
@@ -289,7 +289,7 @@ class CalibrationImages:
     Images are read and letterboxed lazily (nothing big is kept in memory).
     """
 
-    def __init__(self, paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], dtype: str = "float32") -> None:
+    def __init__(self, paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], dtype: str) -> None:
         self.paths = [Path(p) for p in paths]
         self.input_name = input_name
         self.hw = hw
