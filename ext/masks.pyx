@@ -41,6 +41,47 @@ cdef extern from *:
     void _restore_dynamic "__pyx_masks_restore_dynamic" (int old) noexcept nogil
 
 
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include <stdint.h>
+    /* The vector loops of a mask region, built for AVX2 and for the baseline ISA; the loader picks
+       one for the CPU it runs on. Separate multiply and add (the module is built without FP
+       contraction), so both give the same float32 results. */
+    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+    #define MASK_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define MASK_CLONES
+    #endif
+
+    /* dst = a * src over n floats. */
+    MASK_CLONES static void scale_row(float* dst, const float* src, float a, ptrdiff_t n) {
+        for (ptrdiff_t c = 0; c < n; c++) dst[c] = a * src[c];
+    }
+
+    /* dst += a * src over n floats. */
+    MASK_CLONES static void add_scaled_row(float* dst, const float* src, float a, ptrdiff_t n) {
+        for (ptrdiff_t c = 0; c < n; c++) dst[c] = dst[c] + a * src[c];
+    }
+
+    /* out[c] = (a * h0[c] + b * h1[c] > 0) over n pixels (NaN -> 0, like torch.gt); returns the count set. */
+    MASK_CLONES static ptrdiff_t threshold_two_rows(uint8_t* out, const float* h0, const float* h1, float a, float b,
+                                                    ptrdiff_t n) {
+        ptrdiff_t count = 0;
+        for (ptrdiff_t c = 0; c < n; c++) {
+            uint8_t on = a * h0[c] + b * h1[c] > 0;
+            out[c] = on;
+            count += on;
+        }
+        return count;
+    }
+    """
+    void scale_row(float* dst, const float* src, float a, Py_ssize_t n) noexcept nogil
+    void add_scaled_row(float* dst, const float* src, float a, Py_ssize_t n) noexcept nogil
+    Py_ssize_t threshold_two_rows(uint8_t* out, const float* h0, const float* h1, float a, float b,
+                                  Py_ssize_t n) noexcept nogil
+
+
 cdef extern from "stream_store.h":
     void stream_bytes(uint8_t* dst, const uint8_t* src, Py_ssize_t n) noexcept nogil
     void stream_zero(uint8_t* dst, Py_ssize_t n) noexcept nogil
@@ -188,12 +229,11 @@ cdef Py_ssize_t _region(
     """
     cdef Py_ssize_t r, c, k, m, s, pr0, pr1, px0, px1, wh, ww, bw = c1 - c0, row_area = 0
     cdef Py_ssize_t plane = mh * mw
-    cdef int cnt
+    cdef Py_ssize_t cnt
     cdef uint8_t* orow
     cdef const float* src
     cdef const float* w
     cdef const float* h0
-    cdef const float* h1
     cdef float* dst
     cdef float* hrow
     cdef const float* lrow
@@ -203,7 +243,7 @@ cdef Py_ssize_t _region(
     cdef float* xa = sc.xa
     cdef float* xb = sc.xb
     cdef Py_ssize_t* xo = sc.xo
-    cdef float cm, v, a, b
+    cdef float cm, v
 
     # Proto window read by the box rows / cols (starts are non-decreasing but do not rely on it).
     pr0 = t.ys[r0]
@@ -228,14 +268,10 @@ cdef Py_ssize_t _region(
     for r in range(wh):
         src = protos + (pr0 + r) * mw + px0
         dst = logits + r * ww
-        cm = coeff[0]
-        for c in range(ww):
-            dst[c] = cm * src[c]
+        scale_row(dst, src, coeff[0], ww)
         for m in range(1, nm):
-            cm = coeff[m]
             src = src + plane
-            for c in range(ww):
-                dst[c] = dst[c] + cm * src[c]
+            add_scaled_row(dst, src, coeff[m], ww)
 
     # Horizontal taps: window rows x box cols.
     for c in range(bw):
@@ -270,23 +306,15 @@ cdef Py_ssize_t _region(
         orow = out + (r - r0) * out_stride
         cnt = 0
         if t.ky == 2 and w[0] != 0 and w[1] != 0:
-            a = w[0]
-            b = w[1]
             h0 = hbuf + s * bw
-            h1 = h0 + bw
-            for c in range(bw):
-                v = a * h0[c] + b * h1[c]
-                orow[c] = v > 0  # branch-free; NaN -> 0 like torch.gt
-                cnt = cnt + (v > 0)
+            cnt = threshold_two_rows(orow, h0, h0 + bw, w[0], w[1], bw)
         else:
             memset(acc, 0, bw * sizeof(float))
             for k in range(t.ky):
                 cm = w[k]
                 if cm == 0:
                     continue
-                hrow = hbuf + (s + k) * bw
-                for c in range(bw):
-                    acc[c] = acc[c] + cm * hrow[c]
+                add_scaled_row(acc, hbuf + (s + k) * bw, cm, bw)
             for c in range(bw):
                 orow[c] = acc[c] > 0
                 cnt = cnt + (acc[c] > 0)
@@ -348,6 +376,13 @@ cdef Py_ssize_t* _largest_first(const float* boxes, Py_ssize_t n, Py_ssize_t H, 
     return order
 
 
+cdef Py_ssize_t _count_empty(const int64_t* areas, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, empty = 0
+    for i in range(n):
+        empty += areas[i] == 0
+    return empty
+
+
 cdef Py_ssize_t _mask_one(
     const float* protos, Py_ssize_t nm, Py_ssize_t mh, Py_ssize_t mw, const float* coeff, const float* box,
     const Tables* t, Scratch* sc, uint8_t* mask, Py_ssize_t H, Py_ssize_t W,
@@ -400,6 +435,8 @@ def assemble(
                 team shrunk while the load average says the CPUs are busy (OpenMP dynamic
                 adjustment: on a shared machine a parallel region otherwise waits, at its end, for
                 workers the OS has not scheduled yet, which costs milliseconds).
+
+    Returns the number of empty masks (area 0), which Ultralytics drops.
     """
     cdef Py_ssize_t n = coeffs.shape[0], nm = protos.shape[0], mh = protos.shape[1], mw = protos.shape[2]
     cdef Py_ssize_t H = masks.shape[1], W = masks.shape[2]
@@ -413,7 +450,7 @@ def assemble(
     for i in range(n):
         areas[i] = 0
     if n == 0 or H == 0 or W == 0:
-        return
+        return n
     t.ys = &y_start[0]
     t.yw = &y_weights[0, 0]
     t.xs = &x_start[0]
@@ -432,7 +469,7 @@ def assemble(
                                      &masks[i, 0, 0], H, W)
             stream_fence()
         _scratch_free(&sc)
-        return
+        return _count_empty(&areas[0], n)
     # Per-thread scratch; a thread that cannot get it marks its detections with area -1.
     order = _largest_first(&boxes[0, 0], n, H, W)
     if order == NULL:
@@ -454,6 +491,7 @@ def assemble(
     for i in range(n):
         if areas[i] < 0:
             raise MemoryError()
+    return _count_empty(&areas[0], n)
 
 
 cdef struct RleWriter:

@@ -27,6 +27,7 @@ __all__ = [
     "MaskGeometry",
     "letterbox_mask_geometry",
     "native_mask_geometry",
+    "MaskAssembler",
     "assemble_masks",
     "encode_masks_rle",
 ]
@@ -220,27 +221,75 @@ def _tables_for(geometry: MaskGeometry, mh: int, mw: int) -> tuple[np.ndarray, .
     return _geometry_tables(geometry, mh, mw)
 
 
-def _check_inputs(protos, coeffs, boxes_xyxy, geometry):
+class MaskAssembler:
+    """Masks of one geometry on one proto grid, the tables checked once.
+
+    For image after image of one model (the Predictor keeps one per geometry): a call only checks
+    that its arrays are C-contiguous float32 of the expected shapes, so an image costs the kernel.
+    :func:`assemble_masks` and :func:`encode_masks_rle` are one-call forms that also convert their
+    inputs.
+    """
+
+    def __init__(self, geometry: MaskGeometry, proto_shape: tuple[int, int, int], threads: int | None = None) -> None:
+        if not isinstance(geometry, MaskGeometry):
+            raise InputError(f"geometry must be a MaskGeometry, got {type(geometry).__name__}")
+        nm, mh, mw = proto_shape
+        if geometry.proto_hw is not None and (mh, mw) != tuple(geometry.proto_hw):
+            raise InputError(
+                f"protos must have shape ({nm}, {geometry.proto_hw[0]}, {geometry.proto_hw[1]}) "
+                f"for this geometry, got {tuple(proto_shape)}"
+            )
+        _threads(threads)  # checked now, resolved per call (DEFAULT_THREADS may change)
+        self.geometry = geometry
+        self.proto_shape = (nm, mh, mw)
+        self.threads = threads
+        self._tables = _tables_for(geometry, mh, mw)
+
+    def _check(self, protos: np.ndarray, coeffs: np.ndarray, boxes_xyxy: np.ndarray) -> None:
+        nm = self.proto_shape[0]
+        n = coeffs.shape[0] if coeffs.ndim == 2 else -1
+        for what, a, shape in (("protos", protos, self.proto_shape), ("coeffs", coeffs, (n, nm)),
+                               ("boxes_xyxy", boxes_xyxy, (n, 4))):
+            if a.shape != shape or a.dtype != np.float32 or not a.flags.c_contiguous:
+                raise InputError(f"{what}: expected a C-contiguous float32 array of shape {shape}, "
+                                 f"got {a.dtype} {a.shape}")
+
+    def masks(self, protos: np.ndarray, coeffs: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(masks (n, H, W) bool, areas (n,) int64, number of empty masks); arguments as in :func:`assemble_masks`."""
+        self._check(protos, coeffs, boxes_xyxy)
+        h, w = self.geometry.out_hw
+        n = coeffs.shape[0]
+        masks = np.empty((n, h, w), dtype=np.bool_)  # the kernel writes every pixel
+        areas = np.empty(n, dtype=np.int64)
+        empty = _masks.assemble(protos, coeffs, boxes_xyxy, *self._tables, masks.view(np.uint8), areas,
+                                _threads(self.threads))
+        return masks, areas, empty
+
+    def rle(self, protos: np.ndarray, coeffs: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[list[dict], np.ndarray]:
+        """(COCO RLE dicts, areas (n,) int64); arguments as in :func:`encode_masks_rle`."""
+        self._check(protos, coeffs, boxes_xyxy)
+        h, w = self.geometry.out_hw
+        areas = np.empty(coeffs.shape[0], dtype=np.int64)
+        counts = _masks.encode_rle(protos, coeffs, boxes_xyxy, *self._tables, areas, _threads(self.threads))
+        return [{"size": [int(h), int(w)], "counts": c} for c in counts], areas
+
+
+def _prepared(protos, coeffs, boxes_xyxy, geometry, threads) -> tuple[MaskAssembler, np.ndarray, np.ndarray, np.ndarray]:
+    """Any array-likes as C-contiguous float32, checked, with the assembler for their geometry."""
     if not isinstance(geometry, MaskGeometry):
         raise InputError(f"geometry must be a MaskGeometry, got {type(geometry).__name__}")
     p = np.ascontiguousarray(protos, dtype=np.float32)
     if p.ndim != 3:
         raise InputError(f"protos must have shape (nm, mh, mw), got {np.shape(protos)}")
-    nm, mh, mw = p.shape
-    if geometry.proto_hw is not None and (mh, mw) != tuple(geometry.proto_hw):
-        raise InputError(
-            f"protos must have shape ({nm}, {geometry.proto_hw[0]}, {geometry.proto_hw[1]}) "
-            f"for this geometry, got {p.shape}"
-        )
-    tables = _tables_for(geometry, mh, mw)
+    assembler = MaskAssembler(geometry, p.shape, threads)
+    nm = p.shape[0]
     c = np.ascontiguousarray(coeffs, dtype=np.float32)
     if c.ndim != 2 or c.shape[1] != nm:
         raise InputError(f"coeffs must have shape (n, {nm}), got {np.shape(coeffs)}")
-    n = c.shape[0]
     b = np.ascontiguousarray(boxes_xyxy, dtype=np.float32)
-    if b.shape != (n, 4):
-        raise InputError(f"boxes_xyxy must have shape ({n}, 4), got {np.shape(boxes_xyxy)}")
-    return p, c, b, tables
+    if b.shape != (c.shape[0], 4):
+        raise InputError(f"boxes_xyxy must have shape ({c.shape[0]}, 4), got {np.shape(boxes_xyxy)}")
+    return assembler, p, c, b
 
 
 def assemble_masks(
@@ -274,12 +323,8 @@ def assemble_masks(
     areas : (n,) int64 array
         Pixels set in each mask; Ultralytics drops detections whose area is 0.
     """
-    nt = _threads(threads)
-    p, c, b, tables = _check_inputs(protos, coeffs, boxes_xyxy, geometry)
-    h, w = geometry.out_hw
-    masks = np.empty((c.shape[0], h, w), dtype=np.bool_)  # the kernel writes every pixel
-    areas = np.zeros(c.shape[0], dtype=np.int64)
-    _masks.assemble(p, c, b, *tables, masks.view(np.uint8), areas, nt)
+    assembler, p, c, b = _prepared(protos, coeffs, boxes_xyxy, geometry, threads)
+    masks, areas, _ = assembler.masks(p, c, b)
     return masks, areas
 
 
@@ -296,9 +341,5 @@ def encode_masks_rle(
     ``{"size": [H, W], "counts": bytes}`` identical to
     ``pycocotools.mask.encode(np.asfortranarray(mask.astype(np.uint8)))`` and the (n,) int64 areas.
     """
-    nt = _threads(threads)
-    p, c, b, tables = _check_inputs(protos, coeffs, boxes_xyxy, geometry)
-    h, w = geometry.out_hw
-    areas = np.zeros(c.shape[0], dtype=np.int64)
-    counts = _masks.encode_rle(p, c, b, *tables, areas, nt)
-    return [{"size": [int(h), int(w)], "counts": s} for s in counts], areas
+    assembler, p, c, b = _prepared(protos, coeffs, boxes_xyxy, geometry, threads)
+    return assembler.rle(p, c, b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ import numpy as np
 from ._anchors import gather_rows
 from .decode import Candidates, TruncatedDecoder, decode_standard, gather_anchor_rows
 from .letterbox import Letterbox
-from .masks import assemble_masks, encode_masks_rle, letterbox_mask_geometry, native_mask_geometry
+from .masks import MaskAssembler, letterbox_mask_geometry, native_mask_geometry
 from .nms import nms_candidates
 from .result import Result
 from .spec import STANDARD_LAYOUT, ModelSpec
@@ -29,6 +30,14 @@ class PostprocessSettings:
     retina_masks: bool
     rle_masks: bool
     max_candidates: int = 30000
+
+
+@functools.lru_cache(maxsize=64)
+def _mask_assembler(form: str, proto_shape: tuple[int, int, int], out_hw: tuple[int, int]) -> MaskAssembler:
+    """The assembler of masks at the letterboxed input size (form "letterbox") or at the original
+    image size ("native"), built once per shape pair."""
+    geometry = (native_mask_geometry if form == "native" else letterbox_mask_geometry)(proto_shape[1:], out_hw)
+    return MaskAssembler(geometry, proto_shape)
 
 
 def _anchor_geometry(spec: ModelSpec, outputs: dict[str, np.ndarray], anchor_ids: np.ndarray):
@@ -121,18 +130,18 @@ class Postprocessor:
         if spec.task == "segment" and len(keep):
             coeffs = self._extra_rows(outputs, i, anchor_ids)
             protos = outputs[spec.proto][i]
-            proto_hw = protos.shape[1:]
             if settings.rle_masks or settings.retina_masks:
-                geometry = native_mask_geometry(proto_hw, letterbox.src_hw)
+                assembler = _mask_assembler("native", protos.shape, letterbox.src_hw)
                 crop_boxes, mask_form = boxes_src, "native"
             else:
-                geometry = letterbox_mask_geometry(proto_hw, letterbox.dst_hw)
+                assembler = _mask_assembler("letterbox", protos.shape, letterbox.dst_hw)
                 crop_boxes, mask_form = boxes_in, "letterbox"
             if settings.rle_masks:
-                rle, areas = encode_masks_rle(protos, coeffs, crop_boxes, geometry)
+                rle, areas = assembler.rle(protos, coeffs, crop_boxes)
+                empty = not areas.all()
             else:
-                masks, areas = assemble_masks(protos, coeffs, crop_boxes, geometry)
-            if not areas.all():  # Ultralytics drops detections whose mask is empty
+                masks, areas, empty = assembler.masks(protos, coeffs, crop_boxes)
+            if empty:  # Ultralytics drops detections whose mask is empty
                 nonempty = areas > 0
                 boxes_src, scores, class_ids = boxes_src[nonempty], scores[nonempty], class_ids[nonempty]
                 anchor_ids = anchor_ids[nonempty]

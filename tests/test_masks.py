@@ -8,6 +8,7 @@ import pytest
 
 from runtime.errors import InputError
 from runtime.masks import (
+    MaskAssembler,
     MaskGeometry,
     assemble_masks,
     encode_masks_rle,
@@ -329,6 +330,43 @@ def test_bad_input_raises(protos_shape, coeffs_shape, boxes_shape, match):
         assemble_masks(*args, g)
     with pytest.raises(InputError, match=match):
         encode_masks_rle(*args, g)
+
+
+@pytest.mark.parametrize("form", ["letterbox", "native"])
+def test_assembler_matches_one_call_forms_and_counts_empty_masks(form):
+    proto_hw, out_hw = (160, 160), (480, 640)
+    protos, coeffs, boxes = random_inputs(5, 12, proto_hw, out_hw)
+    boxes[3] = [100, 100, 100, 300]  # zero width: an empty mask
+    coeffs[7] = -1  # all-negative logits over positive protos below: an empty mask
+    protos = np.abs(protos)
+    g = geometry_for(form, proto_hw, out_hw)
+    assembler = MaskAssembler(g, protos.shape)
+    masks, areas, empty = assembler.masks(protos, coeffs, boxes)
+    want, want_areas = assemble_masks(protos, coeffs, boxes, g)
+    np.testing.assert_array_equal(masks, want)
+    np.testing.assert_array_equal(areas, want_areas)
+    assert areas[3] == 0 and areas[7] == 0
+    assert empty == int((areas == 0).sum()) >= 2
+    rles, rle_areas = assembler.rle(protos, coeffs, boxes)
+    assert rles == encode_masks_rle(protos, coeffs, boxes, g)[0]
+    np.testing.assert_array_equal(rle_areas, areas)
+
+
+@pytest.mark.parametrize(
+    "which, bad",
+    [("protos", lambda a: a.astype(np.float64)), ("protos", lambda a: a[:, :, :80]),
+     ("coeffs", lambda a: np.asfortranarray(a)), ("coeffs", lambda a: a[:, :16]), ("boxes_xyxy", lambda a: a[:1])],
+    ids=["protos-float64", "protos-grid", "coeffs-fortran", "coeffs-nm", "boxes-n"],
+)
+def test_assembler_rejects_unprepared_arrays(which, bad):
+    protos, coeffs, boxes = random_inputs(6, 3, (160, 160), (640, 640))
+    assembler = MaskAssembler(letterbox_mask_geometry((160, 160), (640, 640)), protos.shape)
+    args = {"protos": protos, "coeffs": coeffs, "boxes_xyxy": boxes}
+    args[which] = bad(args[which])
+    with pytest.raises(InputError, match=f"{which}: expected a C-contiguous float32 array of shape"):
+        assembler.masks(**args)
+    with pytest.raises(InputError, match=which):
+        assembler.rle(**args)
 
 
 def test_bad_geometry_raises():
