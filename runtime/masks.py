@@ -227,13 +227,16 @@ class MaskAssembler:
     For image after image of one model (the Predictor keeps one per geometry): a call only checks
     that its arrays are C-contiguous float32 of the expected shapes, so an image costs the kernel.
     :func:`assemble_masks` and :func:`encode_masks_rle` are one-call forms that also convert their
-    inputs.
+    inputs. ``proto_shape`` is (nm, mh, mw); ``threads`` as in :func:`assemble_masks`.
     """
 
     def __init__(self, geometry: MaskGeometry, proto_shape: tuple[int, int, int], threads: int | None = None) -> None:
         if not isinstance(geometry, MaskGeometry):
             raise InputError(f"geometry must be a MaskGeometry, got {type(geometry).__name__}")
-        nm, mh, mw = proto_shape
+        try:
+            nm, mh, mw = (int(v) for v in proto_shape)
+        except (TypeError, ValueError):
+            raise InputError(f"proto_shape must be (nm, mh, mw), got {proto_shape!r}") from None
         if geometry.proto_hw is not None and (mh, mw) != tuple(geometry.proto_hw):
             raise InputError(
                 f"protos must have shape ({nm}, {geometry.proto_hw[0]}, {geometry.proto_hw[1]}) "
@@ -247,7 +250,7 @@ class MaskAssembler:
 
     def _check(self, protos: np.ndarray, coeffs: np.ndarray, boxes_xyxy: np.ndarray) -> None:
         nm = self.proto_shape[0]
-        n = coeffs.shape[0] if coeffs.ndim == 2 else -1
+        n = coeffs.shape[0] if coeffs.ndim else 0
         for what, a, shape in (("protos", protos, self.proto_shape), ("coeffs", coeffs, (n, nm)),
                                ("boxes_xyxy", boxes_xyxy, (n, 4))):
             if a.shape != shape or a.dtype != np.float32 or not a.flags.c_contiguous:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -21,6 +22,12 @@ from .session import open_session, run_session, session_spec
 from .sources import Source, expand_source, load_image
 
 LOGGER = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=256)
+def _planned(src_hw: tuple[int, int], target_hw: tuple[int, int], auto: bool, stride: int) -> Letterbox:
+    """plan_letterbox, once per image shape: a stream of photos has few distinct shapes."""
+    return plan_letterbox(src_hw, target_hw, auto=auto, stride=stride)
 
 
 def _as_hw(imgsz: int | Sequence[int]) -> tuple[int, int]:
@@ -103,7 +110,7 @@ class Predictor:
     def plan(self, shapes_hw: Sequence[tuple[int, int]]) -> list[Letterbox]:
         """Letterbox plans for one batch of images, with Ultralytics' rule for minimal padding."""
         auto = self.rect and self.spec.input_hw is None and len(set(shapes_hw)) == 1
-        return [plan_letterbox(hw, self.imgsz, auto=auto, stride=self.spec.max_stride) for hw in shapes_hw]
+        return [_planned(tuple(hw), self.imgsz, auto, self.spec.max_stride) for hw in shapes_hw]
 
     def predict(self, source: Source) -> list[Result]:
         """One Result per image of ``source`` (path, folder, BGR ndarray, or a list of these)."""

@@ -369,6 +369,14 @@ def test_assembler_rejects_unprepared_arrays(which, bad):
         assembler.rle(**args)
 
 
+def test_assembler_rejects_bad_proto_shape():
+    g = letterbox_mask_geometry((160, 160), (640, 640))
+    with pytest.raises(InputError, match=r"proto_shape must be \(nm, mh, mw\)"):
+        MaskAssembler(g, (NM, 160))
+    with pytest.raises(InputError, match=r"\(32, 160, 160\) for this geometry, got \(32, 80, 80\)"):
+        MaskAssembler(g, (NM, 80, 80))
+
+
 def test_bad_geometry_raises():
     args = (np.zeros((NM, 20, 20), np.float32), np.zeros((1, NM), np.float32), np.zeros((1, 4), np.float32))
     with pytest.raises(InputError, match="MaskGeometry"):
