@@ -42,7 +42,17 @@ def decode_aot_compiler(repo_root: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc announces its pending deprecation
         from numba.pycc import CC
+        from numba.pycc import compiler as pycc_compiler
 
+    class ReleaseGilFlags(pycc_compiler.Flags):
+        """pycc's compile flags plus release_gil: the exported wrappers drop the GIL around the kernel,
+        as the JIT's nogil=True does, so other Python threads run while an image decodes."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+
+    pycc_compiler.Flags = ReleaseGilFlags  # pycc builds its Flags() when it compiles the exports
     kernels = load_kernel_source(repo_root)
     cc = CC("_decode_aot", kernels)
     cc.target_cpu = "host"  # built where it runs (pip builds from source), like the JIT would compile

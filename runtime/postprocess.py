@@ -33,11 +33,12 @@ class PostprocessSettings:
 
 
 @functools.lru_cache(maxsize=64)
-def _mask_assembler(form: str, proto_shape: tuple[int, int, int], out_hw: tuple[int, int]) -> MaskAssembler:
+def _mask_assembler(form: str, proto_shape: tuple[int, int, int], out_hw: tuple[int, int],
+                    threads: int | None) -> MaskAssembler:
     """The assembler of masks at the letterboxed input size (form "letterbox") or at the original
-    image size ("native"), built once per shape pair."""
+    image size ("native"), built once per shape pair and thread setting."""
     geometry = (native_mask_geometry if form == "native" else letterbox_mask_geometry)(proto_shape[1:], out_hw)
-    return MaskAssembler(geometry, proto_shape)
+    return MaskAssembler(geometry, proto_shape, threads)
 
 
 def _anchor_geometry(spec: ModelSpec, outputs: dict[str, np.ndarray], anchor_ids: np.ndarray):
@@ -111,8 +112,13 @@ class Postprocessor:
         gather_rows(maps, self._decoder(outputs).level_ends, anchor_ids, rows)
         return rows
 
-    def __call__(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None = None) -> Result:
-        """The Result of row ``i`` of a batch of raw outputs; stage times go to ``speed_ms``."""
+    def __call__(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None = None,
+                 mask_threads: int | None = None) -> Result:
+        """The Result of row ``i`` of a batch of raw outputs; stage times go to ``speed_ms``.
+
+        ``mask_threads`` caps the mask kernels' threads (None: :data:`runtime.masks.DEFAULT_THREADS`);
+        1 when several images are postprocessed at once.
+        """
         spec, settings = self.spec, self.settings
         t0 = time.perf_counter()
         cand = self._decode(outputs, i)
@@ -131,10 +137,10 @@ class Postprocessor:
             coeffs = self._extra_rows(outputs, i, anchor_ids)
             protos = outputs[spec.proto][i]
             if settings.rle_masks or settings.retina_masks:
-                assembler = _mask_assembler("native", protos.shape, letterbox.src_hw)
+                assembler = _mask_assembler("native", protos.shape, letterbox.src_hw, mask_threads)
                 crop_boxes, mask_form = boxes_src, "native"
             else:
-                assembler = _mask_assembler("letterbox", protos.shape, letterbox.dst_hw)
+                assembler = _mask_assembler("letterbox", protos.shape, letterbox.dst_hw, mask_threads)
                 crop_boxes, mask_form = boxes_in, "letterbox"
             if settings.rle_masks:
                 rle, areas = assembler.rle(protos, coeffs, crop_boxes)

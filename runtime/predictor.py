@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -51,7 +52,8 @@ class Predictor:
     ``retina_masks`` gives masks at original-image resolution instead of letterbox resolution;
     ``rle_masks`` gives them as COCO RLE instead of bitmaps. ``batch`` is how many images go into
     one ``session.run`` for a dynamic-batch model (a fixed-batch model always gets its own size).
-    ``predict`` may be called from several threads at once.
+    ``predict`` may be called from several threads at once. The images of one batch are
+    postprocessed two at a time (this thread and a worker) unless ``threads`` is 1.
     """
 
     def __init__(self, model: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
@@ -86,6 +88,11 @@ class Predictor:
         else:
             self.batch = batch or 1
         self._buffers = _InputBuffers()
+        # The images of a batch are postprocessed on this thread and one worker (the kernels drop the
+        # GIL), unless the session was asked to use one thread or there is one CPU.
+        self._host_pool = None
+        if (threads is None or threads > 1) and _usable_cpus() > 1:
+            self._host_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-postprocess")
 
     def _resolve_imgsz(self, imgsz: int | Sequence[int] | None) -> tuple[int, int]:
         fixed = self.spec.input_hw
@@ -178,12 +185,32 @@ class Predictor:
         finally:
             self._buffers.release(batch.tensor)
         shared = dict(batch.speed, inference=(time.perf_counter() - t0) * 1e3 / n)
-        results = []
-        for k in range(n):
-            result = self._postprocess(outputs, k, batch.plans[k], batch.paths[k])
+        if n > 1 and self._host_pool is not None:
+            # Two images at a time, one kernel thread each: the second half on the worker.
+            half = (n + 1) // 2
+            later = self._host_pool.submit(self._postprocess_rows, outputs, batch, range(half, n), 1)
+            try:
+                results = self._postprocess_rows(outputs, batch, range(half), 1)
+            finally:
+                wait([later])  # the worker reads the outputs until it is done
+            results += later.result()
+        else:
+            results = self._postprocess_rows(outputs, batch, range(n), None)
+        for result in results:
             result.speed_ms.update(shared)
-            results.append(result)
         return results
+
+    def _postprocess_rows(self, outputs: dict[str, np.ndarray], batch: "_PreparedBatch", rows: range,
+                          mask_threads: int | None) -> list[Result]:
+        return [self._postprocess(outputs, k, batch.plans[k], batch.paths[k], mask_threads) for k in rows]
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -560,6 +560,25 @@ def test_ahead_of_time_build_equals_jit(levels, multi_label):
         np.testing.assert_array_equal(a, b)
 
 
+def test_decoders_in_parallel_threads_match_serial():
+    """The kernels drop the GIL while they run (both builds): concurrent decodes must not interfere."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime.decode import TruncatedDecoder
+
+    rng = np.random.default_rng(11)
+    sizes = [(80, 80), (40, 40), (20, 20)]
+    images = [make_levels(rng, sizes, 80, 16, mu=-7.0, sd=2.0) for _ in range(6)]
+    decoder = TruncatedDecoder([b.shape for b in images[0][0]], [c.shape for c in images[0][1]], STRIDES, 0.1)
+    want = [decoder(box, cls) for box, cls in images]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        got = list(pool.map(lambda bc: decoder(*bc), images * 4))
+    assert all(len(w) > 0 for w in want)
+    for g, w in zip(got, want * 4):
+        for field in ("boxes_xyxy", "scores", "class_ids", "anchor_ids"):
+            np.testing.assert_array_equal(getattr(g, field), getattr(w, field))
+
+
 def test_installed_decode_runs_without_numba():
     """A cold process decodes through the ahead-of-time build and never imports Numba or LLVM."""
     pytest.importorskip("runtime._decode_aot")
