@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._anchors import gather_rows
-from .decode import Candidates, TruncatedDecoder, decode_standard, gather_anchor_rows
+from ._anchors import take_kept
+from .decode import Candidates, TruncatedDecoder, decode_standard
 from .letterbox import Letterbox
 from .masks import MaskAssembler, letterbox_mask_geometry, native_mask_geometry
 from .nms import nms_candidates
@@ -30,6 +30,9 @@ class PostprocessSettings:
     retina_masks: bool
     rle_masks: bool
     max_candidates: int = 30000
+
+
+_NO_LEVELS = np.zeros(0, np.int64)
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,15 +105,17 @@ class Postprocessor:
         cls = [outputs[lv.cls][i] for lv in spec.levels]
         return self._decoder(outputs)(boxes, cls)
 
-    def _extra_rows(self, outputs: dict[str, np.ndarray], i: int, anchor_ids: np.ndarray) -> np.ndarray:
-        """Per-detection extra channels (mask coefficients or raw keypoints), (n, C) float32."""
+    def _extra_maps(self, outputs: dict[str, np.ndarray], i: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """Per-level (C, N_l) float32 maps of the extra channels (mask coefficients or raw keypoints)
+        and their cumulative anchor counts; no maps for a detect model."""
         spec = self.spec
+        if spec.task not in ("segment", "pose"):
+            return (), _NO_LEVELS
         if spec.layout == STANDARD_LAYOUT:
-            return gather_anchor_rows(outputs[spec.output0][i][4 + spec.nc:], anchor_ids)
+            extra = np.ascontiguousarray(outputs[spec.output0][i][4 + spec.nc:], dtype=np.float32)
+            return (extra,), np.array([extra.shape[1]], np.int64)
         maps = tuple(m.reshape(m.shape[0], -1) for m in (outputs[lv.extra][i] for lv in spec.levels))
-        rows = np.empty((len(anchor_ids), maps[0].shape[0]), np.float32)
-        gather_rows(maps, self._decoder(outputs).level_ends, anchor_ids, rows)
-        return rows
+        return maps, self._decoder(outputs).level_ends
 
     def __call__(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None = None,
                  mask_threads: int | None = None) -> Result:
@@ -126,15 +131,14 @@ class Postprocessor:
         keep = nms_candidates(cand.boxes_xyxy, cand.scores, cand.class_ids, settings.iou, settings.max_det,
                               settings.agnostic)
         t2 = time.perf_counter()
-        boxes_in = cand.boxes_xyxy[keep]
-        scores = cand.scores[keep]
-        class_ids = cand.class_ids[keep]
-        anchor_ids = cand.anchor_ids[keep]
+        maps, level_ends = self._extra_maps(outputs, i) if len(keep) else ((), _NO_LEVELS)
+        boxes_in, scores, class_ids, anchor_ids, extra = take_kept(
+            keep, cand.boxes_xyxy, cand.scores, cand.class_ids, cand.anchor_ids, maps, level_ends)
         boxes_src = letterbox.boxes_to_source(boxes_in)
         masks = rle = keypoints = None
         mask_form = None
         if spec.task == "segment" and len(keep):
-            coeffs = self._extra_rows(outputs, i, anchor_ids)
+            coeffs = extra
             protos = outputs[spec.proto][i]
             if settings.rle_masks or settings.retina_masks:
                 assembler = _mask_assembler("native", protos.shape, letterbox.src_hw, mask_threads)
@@ -150,14 +154,12 @@ class Postprocessor:
             if empty:  # Ultralytics drops detections whose mask is empty
                 nonempty = areas > 0
                 boxes_src, scores, class_ids = boxes_src[nonempty], scores[nonempty], class_ids[nonempty]
-                anchor_ids = anchor_ids[nonempty]
                 if masks is not None:
                     masks = masks[nonempty]
                 if rle is not None:
                     rle = [r for r, k in zip(rle, nonempty) if k]
         elif spec.task == "pose" and len(keep):
-            raw = self._extra_rows(outputs, i, anchor_ids)
-            kpts = _decode_keypoints(spec, outputs, raw, anchor_ids)
+            kpts = _decode_keypoints(spec, outputs, extra, anchor_ids)
             kpts[..., :2] = letterbox.points_to_source(kpts[..., :2])
             keypoints = kpts
         t3 = time.perf_counter()

@@ -429,6 +429,35 @@ def test_gather_anchor_rows_both_forms():
         gather_anchor_rows(levels[0], ids)
 
 
+def test_take_kept_matches_numpy_indexing():
+    from runtime._anchors import take_kept
+
+    rng = np.random.default_rng(12)
+    box, cls = make_levels(rng, SIZES_B, 3, 16)
+    cand = decode_truncated(box, cls, STRIDES, 0.25, multi_label=True)
+    levels = [rng.normal(size=(32, h, w)).astype(np.float32) for h, w in SIZES_B]
+    maps = tuple(lv.reshape(32, -1) for lv in levels)
+    level_ends = np.cumsum([m.shape[1] for m in maps]).astype(np.int64)
+    keep = np.array([len(cand) - 1, 0, 2, 2], np.int64)
+    boxes, scores, class_ids, anchor_ids, rows = take_kept(
+        keep, cand.boxes_xyxy, cand.scores, cand.class_ids, cand.anchor_ids, maps, level_ends)
+    np.testing.assert_array_equal(boxes, cand.boxes_xyxy[keep])
+    np.testing.assert_array_equal(scores, cand.scores[keep])
+    np.testing.assert_array_equal(class_ids, cand.class_ids[keep])
+    np.testing.assert_array_equal(anchor_ids, cand.anchor_ids[keep])
+    np.testing.assert_array_equal(rows, gather_anchor_rows(levels, cand.anchor_ids[keep]))
+    assert (boxes.dtype, scores.dtype, class_ids.dtype, anchor_ids.dtype) == (np.float32, np.float32, np.int32, np.int64)
+    none = take_kept(keep, cand.boxes_xyxy, cand.scores, cand.class_ids, cand.anchor_ids, (), np.zeros(0, np.int64))
+    assert none[4] is None
+    args = (cand.boxes_xyxy, cand.scores, cand.class_ids, cand.anchor_ids, maps, level_ends)
+    with pytest.raises(IndexError, match="outside"):
+        take_kept(np.array([len(cand)], np.int64), *args)
+    with pytest.raises(ValueError, match="candidate arrays disagree"):
+        take_kept(keep, cand.boxes_xyxy, cand.scores[:-1], *args[2:])
+    with pytest.raises(ValueError, match="does not match"):
+        take_kept(keep, *args[:4], maps[:2] + (maps[2][:, :-1],), level_ends)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 
