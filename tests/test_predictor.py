@@ -49,13 +49,22 @@ def test_sources_path_folder_array_and_list_agree(random_seg_onnx, tmp_path):
     assert len(by_path[0]) > 0
 
 
-def test_batch_of_different_sizes_equals_single_images(random_seg_onnx, images):
-    single = Predictor(random_seg_onnx, conf=0.3)
-    batched = Predictor(random_seg_onnx, conf=0.3, batch=3)
-    together = batched.predict(images)
-    for image, result in zip(images, together):
-        _same(result, single.predict(image)[0])
-    assert [r.orig_hw for r in together] == [im.shape[:2] for im in images]
+@pytest.mark.parametrize("model, conf", [("random_seg_onnx", 0.3), ("random_detect_onnx", 0.3),
+                                         ("random_pose_onnx", 0.02)])  # random pose heads score low
+def test_batch_of_different_sizes_equals_single_images(model, conf, images, request):
+    # a batch's images are postprocessed on two threads: the results must be those of one at a time
+    path = request.getfixturevalue(model)
+    single = Predictor(path, conf=conf, threads=1)
+    batched = Predictor(path, conf=conf, batch=3)
+    together = batched.predict(images + images[::-1])
+    for image, result in zip(images + images[::-1], together):
+        ref = single.predict(image)[0]
+        _same(result, ref)
+        if ref.keypoints is not None:
+            np.testing.assert_allclose(result.keypoints, ref.keypoints, atol=1e-3)
+    assert [r.orig_hw for r in together] == [im.shape[:2] for im in images + images[::-1]]
+    assert sum(len(r) for r in together) > 0
+    assert single._host_pool is None
 
 
 def test_fixed_batch_model_pads_last_chunk(random_seg_pt, export_onnx, random_seg_onnx, images):
