@@ -35,13 +35,13 @@ Speed: the class maps are scanned once in logit space (row-streaming running max
 float32 test), and only kept candidates pay for the DFL softmax (after the cap, once per anchor). One
 Numba call per image does the whole decode, cap included (an O(n) radix select, no sort). The kernels
 live in :mod:`runtime._decode_kernels`. The install compiles them ahead of time into
-:mod:`runtime._decode_aot` (3- and 4-level heads and the standard layout), which imports without Numba
-but holds the GIL while it runs (about 0.2-0.5 ms per image);
-otherwise they run under Numba's JIT, imported lazily, releasing the GIL, with machine code cached on
+:mod:`runtime._decode_aot` (3- and 4-level heads and the standard layout), which imports without Numba;
+otherwise they run under Numba's JIT, imported lazily, with machine code cached on
 disk in ``runtime/__pycache__``
 (``_decode_kernels.<kernel>-<line>.py3XX.nbi`` index + ``.nbc`` code), or under ``NUMBA_CACHE_DIR`` when
 set, or numba's per-user cache directory when ``__pycache__`` is not writable; only the first process
-(per machine and per edit of the kernel file) compiles, which takes a few seconds.
+(per machine and per edit of the kernel file) compiles, which takes a few seconds. Both builds release
+the GIL while a kernel runs.
 
 NaN logits/scores are not supported (a NaN never becomes a candidate, but it may hide the anchor's
 other classes when it sits in class 0).

@@ -44,26 +44,26 @@ def _mask_assembler(form: str, proto_shape: tuple[int, int, int], out_hw: tuple[
     return MaskAssembler(geometry, proto_shape, threads)
 
 
-def _anchor_geometry(spec: ModelSpec, outputs: dict[str, np.ndarray], anchor_ids: np.ndarray):
-    """Cell-centre x, y (grid units) and stride of each global anchor id, each (n,) float32."""
-    sizes = [outputs[lv.cls].shape[2:] for lv in spec.levels]
-    starts = np.cumsum([0] + [h * w for h, w in sizes])
-    level = np.searchsorted(starts, anchor_ids, side="right") - 1
-    local = anchor_ids - starts[level]
-    widths = np.array([w for _, w in sizes])[level]
+def _anchor_geometry(spec: ModelSpec, outputs: dict[str, np.ndarray], anchor_ids: np.ndarray,
+                     level_ends: np.ndarray):
+    """Cell-centre x, y (grid units) and stride of each global anchor id, each (n,) float32;
+    ``level_ends``: the decoder's cumulative anchor counts."""
+    level = np.searchsorted(level_ends, anchor_ids, side="right")
+    local = anchor_ids - np.concatenate(([0], level_ends[:-1]))[level]
+    widths = np.array([outputs[lv.cls].shape[3] for lv in spec.levels])[level]
     ax = (local % widths).astype(np.float32) + np.float32(0.5)
     ay = (local // widths).astype(np.float32) + np.float32(0.5)
     return ax, ay, np.asarray(spec.strides, np.float32)[level]
 
 
 def _decode_keypoints(spec: ModelSpec, outputs: dict[str, np.ndarray], raw: np.ndarray,
-                      anchor_ids: np.ndarray) -> np.ndarray:
+                      anchor_ids: np.ndarray, decoder: TruncatedDecoder | None) -> np.ndarray:
     """(n, nk) keypoint channels -> (n, K, D) float32 in input pixels (D=3 carries visibility)."""
     k, d = spec.kpt_shape
     kpts = raw.reshape(len(raw), k, d).astype(np.float32, copy=True)
-    if spec.layout == STANDARD_LAYOUT:
-        return kpts  # already decoded inside the exported graph
-    ax, ay, stride = _anchor_geometry(spec, outputs, anchor_ids)
+    if decoder is None:
+        return kpts  # standard layout: already decoded inside the exported graph
+    ax, ay, stride = _anchor_geometry(spec, outputs, anchor_ids, decoder.level_ends)
     kpts[:, :, 0] = (kpts[:, :, 0] * 2 + (ax[:, None] - 0.5)) * stride[:, None]
     kpts[:, :, 1] = (kpts[:, :, 1] * 2 + (ay[:, None] - 0.5)) * stride[:, None]
     if d == 3:
@@ -96,26 +96,26 @@ class Postprocessor:
             self._decoders[key] = decoder
         return decoder
 
-    def _decode(self, outputs: dict[str, np.ndarray], i: int) -> Candidates:
+    def _decode(self, outputs: dict[str, np.ndarray], i: int, decoder: TruncatedDecoder | None) -> Candidates:
+        """Candidates of row ``i``; ``decoder`` is None for a standard (stock Ultralytics) layout."""
         spec, s = self.spec, self.settings
-        if spec.layout == STANDARD_LAYOUT:
+        if decoder is None:
             return decode_standard(outputs[spec.output0][i], spec.nc, s.conf, multi_label=s.multi_label,
                                    classes=s.classes, max_candidates=s.max_candidates)
-        boxes = [outputs[lv.box][i] for lv in spec.levels]
-        cls = [outputs[lv.cls][i] for lv in spec.levels]
-        return self._decoder(outputs)(boxes, cls)
+        return decoder([outputs[lv.box][i] for lv in spec.levels], [outputs[lv.cls][i] for lv in spec.levels])
 
-    def _extra_maps(self, outputs: dict[str, np.ndarray], i: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    def _extra_maps(self, outputs: dict[str, np.ndarray], i: int,
+                    decoder: TruncatedDecoder | None) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         """Per-level (C, N_l) float32 maps of the extra channels (mask coefficients or raw keypoints)
         and their cumulative anchor counts; no maps for a detect model."""
         spec = self.spec
         if spec.task not in ("segment", "pose"):
             return (), _NO_LEVELS
-        if spec.layout == STANDARD_LAYOUT:
+        if decoder is None:
             extra = np.ascontiguousarray(outputs[spec.output0][i][4 + spec.nc:], dtype=np.float32)
             return (extra,), np.array([extra.shape[1]], np.int64)
         maps = tuple(m.reshape(m.shape[0], -1) for m in (outputs[lv.extra][i] for lv in spec.levels))
-        return maps, self._decoder(outputs).level_ends
+        return maps, decoder.level_ends
 
     def __call__(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None = None,
                  mask_threads: int | None = None) -> Result:
@@ -126,12 +126,13 @@ class Postprocessor:
         """
         spec, settings = self.spec, self.settings
         t0 = time.perf_counter()
-        cand = self._decode(outputs, i)
+        decoder = None if spec.layout == STANDARD_LAYOUT else self._decoder(outputs)
+        cand = self._decode(outputs, i, decoder)
         t1 = time.perf_counter()
         keep = nms_candidates(cand.boxes_xyxy, cand.scores, cand.class_ids, settings.iou, settings.max_det,
                               settings.agnostic)
         t2 = time.perf_counter()
-        maps, level_ends = self._extra_maps(outputs, i) if len(keep) else ((), _NO_LEVELS)
+        maps, level_ends = self._extra_maps(outputs, i, decoder) if len(keep) else ((), _NO_LEVELS)
         boxes_in, scores, class_ids, anchor_ids, extra = take_kept(
             keep, cand.boxes_xyxy, cand.scores, cand.class_ids, cand.anchor_ids, maps, level_ends)
         boxes_src = letterbox.boxes_to_source(boxes_in)
@@ -159,7 +160,7 @@ class Postprocessor:
                 if rle is not None:
                     rle = [r for r, k in zip(rle, nonempty) if k]
         elif spec.task == "pose" and len(keep):
-            kpts = _decode_keypoints(spec, outputs, extra, anchor_ids)
+            kpts = _decode_keypoints(spec, outputs, extra, anchor_ids, decoder)
             kpts[..., :2] = letterbox.points_to_source(kpts[..., :2])
             keypoints = kpts
         t3 = time.perf_counter()
