@@ -25,13 +25,14 @@ COMPILER_DIRECTIVES = {
 # stay those of separate multiply and add (numpy's, torch's) even when CFLAGS add -march=... .
 OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 NO_FMA = [] if sys.platform == "win32" else ["-ffp-contract=off"]
+HEADERS = ["ext/stream_store.h", "ext/isa_clones.h"]  # shared by the kernels that include ext/
 
 EXTENSIONS = [
     Extension("runtime._nms", ["ext/nms.pyx"], include_dirs=[np.get_include()],
               extra_compile_args=["-O3", *NO_FMA]),
-    Extension("runtime._masks", ["ext/masks.pyx"], include_dirs=[np.get_include(), "ext"], depends=["ext/stream_store.h"],
+    Extension("runtime._masks", ["ext/masks.pyx"], include_dirs=[np.get_include(), "ext"], depends=HEADERS,
               extra_compile_args=["-O3", *NO_FMA, *OPENMP], extra_link_args=OPENMP),
-    Extension("runtime._preprocess", ["ext/preprocess.pyx"], include_dirs=["ext"], depends=["ext/stream_store.h"],
+    Extension("runtime._preprocess", ["ext/preprocess.pyx"], include_dirs=["ext"], depends=HEADERS,
               extra_compile_args=["-O3"]),
     Extension("runtime._anchors", ["ext/anchors.pyx"], extra_compile_args=["-O3"]),
 ]

@@ -45,27 +45,22 @@ cdef extern from *:
     """
     #include <stddef.h>
     #include <stdint.h>
-    /* The vector loops of a mask region, built for AVX2 and for the baseline ISA; the loader picks
-       one for the CPU it runs on. Separate multiply and add (the module is built without FP
-       contraction), so both give the same float32 results. */
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-    #define MASK_CLONES __attribute__((target_clones("avx2", "default")))
-    #else
-    #define MASK_CLONES
-    #endif
+    #include "isa_clones.h"
+    /* The vector loops of a mask region, built for AVX2 and for the baseline ISA. Separate multiply
+       and add (the module is built without FP contraction), so both give the same float32 results. */
 
     /* dst = a * src over n floats. */
-    MASK_CLONES static void scale_row(float* dst, const float* src, float a, ptrdiff_t n) {
+    AVX2_CLONES static void scale_row(float* dst, const float* src, float a, ptrdiff_t n) {
         for (ptrdiff_t c = 0; c < n; c++) dst[c] = a * src[c];
     }
 
     /* dst += a * src over n floats. */
-    MASK_CLONES static void add_scaled_row(float* dst, const float* src, float a, ptrdiff_t n) {
+    AVX2_CLONES static void add_scaled_row(float* dst, const float* src, float a, ptrdiff_t n) {
         for (ptrdiff_t c = 0; c < n; c++) dst[c] = dst[c] + a * src[c];
     }
 
     /* out[c] = (a * h0[c] + b * h1[c] > 0) over n pixels (NaN -> 0, like torch.gt); returns the count set. */
-    MASK_CLONES static ptrdiff_t threshold_two_rows(uint8_t* out, const float* h0, const float* h1, float a, float b,
+    AVX2_CLONES static ptrdiff_t threshold_two_rows(uint8_t* out, const float* h0, const float* h1, float a, float b,
                                                     ptrdiff_t n) {
         ptrdiff_t count = 0;
         for (ptrdiff_t c = 0; c < n; c++) {

@@ -23,17 +23,12 @@ cdef extern from *:
     """
     #include <stddef.h>
     #include <stdint.h>
-    /* Built for AVX2 and for the baseline ISA; the loader picks one for the CPU it runs on. */
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-    #define PACK_CLONES __attribute__((target_clones("avx2", "default")))
-    #else
-    #define PACK_CLONES
-    #endif
+    #include "isa_clones.h"
 
     /* One image row: BGR bytes -> R, G, B float rows at tmp, tmp + stride, tmp + 2 * stride (stays in L1).
        (float) v / 255.0f is correctly rounded, so it equals numpy's / torch's uint8 -> float32 / 255
        bit for bit; the loop vectorises. */
-    PACK_CLONES static void convert_row(const uint8_t* bgr, ptrdiff_t w, float* tmp, ptrdiff_t stride) {
+    AVX2_CLONES static void convert_row(const uint8_t* bgr, ptrdiff_t w, float* tmp, ptrdiff_t stride) {
         float* r = tmp;
         float* g = tmp + stride;
         float* b = tmp + 2 * stride;
@@ -45,7 +40,7 @@ cdef extern from *:
     }
 
     /* One image row: BGR bytes -> R, G, B byte rows at tmp, tmp + stride, tmp + 2 * stride. */
-    PACK_CLONES static void split_row(const uint8_t* bgr, ptrdiff_t w, uint8_t* tmp, ptrdiff_t stride) {
+    AVX2_CLONES static void split_row(const uint8_t* bgr, ptrdiff_t w, uint8_t* tmp, ptrdiff_t stride) {
         uint8_t* r = tmp;
         uint8_t* g = tmp + stride;
         uint8_t* b = tmp + 2 * stride;
