@@ -289,6 +289,19 @@ class TruncatedDecoder:
             return Candidates.empty()
         return _wrap(self._kernel(tuple(boxes2d), tuple(cls2d), *self._args))
 
+    def decode_row(self, box_batches: Sequence[np.ndarray], cls_batches: Sequence[np.ndarray], row: int) -> Candidates:
+        """Candidates of image ``row`` of a session's batched float32 outputs, per level (B, C, H, W).
+
+        For the Postprocessor, whose outputs come from onnxruntime (C-contiguous, float32 checked
+        when the model was loaded): no per-map checks beyond the reshape's size check, which keeps
+        the Python between a session run and the kernel short.
+        """
+        if self._empty:
+            return Candidates.empty()
+        boxes2d = tuple(b[row].reshape(m[2]) for b, m in zip(box_batches, self._maps))
+        cls2d = tuple(c[row].reshape(m[3]) for c, m in zip(cls_batches, self._maps))
+        return _wrap(self._kernel(boxes2d, cls2d, *self._args))
+
 
 def decode_truncated(
     box_levels: Sequence[np.ndarray],

@@ -82,15 +82,21 @@ class Postprocessor:
         self.spec = spec
         self.settings = settings
         self._decoders: dict[tuple, TruncatedDecoder] = {}
+        levels = spec.levels
+        self._box_names = tuple(lv.box for lv in levels)
+        self._cls_names = tuple(lv.cls for lv in levels)
+        self._extra_names = tuple(lv.extra for lv in levels) if spec.task in ("segment", "pose") else ()
 
     def _decoder(self, outputs: dict[str, np.ndarray]) -> TruncatedDecoder:
-        """The decoder for these outputs' level shapes (truncated layout), built on first use."""
-        levels = self.spec.levels
-        key = tuple(outputs[lv.cls].shape[1:] for lv in levels)
+        """The decoder for these outputs' level shapes (truncated layout), built on first use.
+
+        Keyed by the first class map's shape: every level's size follows from the input size."""
+        key = outputs[self._cls_names[0]].shape[1:]
         decoder = self._decoders.get(key)
         if decoder is None:
             s = self.settings
-            decoder = TruncatedDecoder([outputs[lv.box].shape[1:] for lv in levels], key, self.spec.strides, s.conf,
+            decoder = TruncatedDecoder([outputs[n].shape[1:] for n in self._box_names],
+                                       [outputs[n].shape[1:] for n in self._cls_names], self.spec.strides, s.conf,
                                        multi_label=s.multi_label, classes=s.classes, max_candidates=s.max_candidates,
                                        dfl_bins=self.spec.dfl_bins)
             self._decoders[key] = decoder
@@ -102,7 +108,7 @@ class Postprocessor:
         if decoder is None:
             return decode_standard(outputs[spec.output0][i], spec.nc, s.conf, multi_label=s.multi_label,
                                    classes=s.classes, max_candidates=s.max_candidates)
-        return decoder([outputs[lv.box][i] for lv in spec.levels], [outputs[lv.cls][i] for lv in spec.levels])
+        return decoder.decode_row([outputs[n] for n in self._box_names], [outputs[n] for n in self._cls_names], i)
 
     def _extra_maps(self, outputs: dict[str, np.ndarray], i: int,
                     decoder: TruncatedDecoder | None) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
@@ -114,8 +120,7 @@ class Postprocessor:
         if decoder is None:
             extra = np.ascontiguousarray(outputs[spec.output0][i][4 + spec.nc:], dtype=np.float32)
             return (extra,), np.array([extra.shape[1]], np.int64)
-        maps = tuple(m.reshape(m.shape[0], -1) for m in (outputs[lv.extra][i] for lv in spec.levels))
-        return maps, decoder.level_ends
+        return tuple(outputs[n][i].reshape(outputs[n].shape[1], -1) for n in self._extra_names), decoder.level_ends
 
     def __call__(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None = None,
                  mask_threads: int | None = None) -> Result:

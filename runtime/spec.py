@@ -160,6 +160,10 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
     input_hw = (h, w) if h and w else None
     output_names = [o.name for o in outputs]
     output_shapes = {o.name: list(o.shape) for o in outputs}
+    for out in outputs:
+        output_type = getattr(out, "type", "tensor(float)")
+        if output_type != "tensor(float)":
+            raise ModelError(f"{path}: output '{out.name}' is {output_type}, expected tensor(float) (float32)")
 
     task = metadata.get("task")
     if "names" not in metadata or task is None:

@@ -185,6 +185,22 @@ def test_onnx_that_is_not_a_yolo_model(tmp_path, dtype, pattern):
         Predictor(path)
 
 
+def test_non_float32_output_is_refused_at_load(tmp_path):
+    """The host kernels read float32 maps: a float16 output is named when the model loads."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Cast", ["images"], ["output0"], to=TensorProto.FLOAT16)], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT16, [1, 3, 32, 32])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {"task": "detect", "names": "{0: 'a'}"})
+    path = tmp_path / "half.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ModelError, match=r"half\.onnx: output 'output0' is tensor\(float16\), expected tensor\(float\)"):
+        Predictor(path)
+
+
 @pytest.mark.parametrize("kwargs,pattern", [
     ({"conf": 1.5}, "conf must be within"),
     ({"iou": -0.1}, "iou must be within"),
