@@ -85,7 +85,7 @@ class Postprocessor:
         levels = spec.levels
         self._box_names = tuple(lv.box for lv in levels)
         self._cls_names = tuple(lv.cls for lv in levels)
-        self._extra_names = tuple(lv.extra for lv in levels) if spec.task in ("segment", "pose") else ()
+        self._extra_names = tuple(lv.extra for lv in levels)  # read by _extra_maps for segment and pose only
 
     def _decoder(self, outputs: dict[str, np.ndarray]) -> TruncatedDecoder:
         """The decoder for these outputs' level shapes (truncated layout), built on first use.
