@@ -1,7 +1,7 @@
 """Build the kernels in ext/ as private modules of the runtime package.
 
-Cython: runtime._nms, runtime._masks, runtime._preprocess, runtime._anchors. Numba, ahead of time: runtime._decode_aot
-(from runtime/_decode_kernels.py; see ext/decode_aot.py).
+Cython: runtime._nms, runtime._masks, runtime._preprocess, runtime._anchors, runtime._prefetch. Numba, ahead of
+time: runtime._decode_aot (from runtime/_decode_kernels.py; see ext/decode_aot.py).
 """
 
 import importlib.util
@@ -35,6 +35,8 @@ EXTENSIONS = [
     Extension("runtime._preprocess", ["ext/preprocess.pyx"], include_dirs=["ext"], depends=HEADERS,
               extra_compile_args=["-O3"]),
     Extension("runtime._anchors", ["ext/anchors.pyx"], extra_compile_args=["-O3"]),
+    Extension("runtime._prefetch", ["ext/prefetch.pyx"], include_dirs=[np.get_include(), "ext"],
+              depends=["ext/prefetch_worker.h"], extra_compile_args=["-O3"], extra_link_args=["-pthread"]),
 ]
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _prefetch
 from ._anchors import take_kept
 from .decode import Candidates, TruncatedDecoder, decode_standard
 from .letterbox import Letterbox
@@ -122,15 +123,47 @@ class Postprocessor:
             return (extra,), np.array([extra.shape[1]], np.int64)
         return tuple(outputs[n][i].reshape(outputs[n].shape[1], -1) for n in self._extra_names), decoder.level_ends
 
+    def read_ahead_arrays(self, outputs: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, ...]:
+        """What postprocessing row ``i`` reads in bulk, in the order a second core should read it ahead:
+        the class logits the decode scan reaches last (the later levels, then the first level's last
+        two thirds of class rows; the scan starts at the first level's first row), then the mask
+        prototypes. The network's outputs are cold when a run returns: the layers after each output
+        have evicted it."""
+        spec = self.spec
+        arrays: list[np.ndarray] = []
+        if spec.layout != STANDARD_LAYOUT:
+            first, *later = self._cls_names
+            arrays += [outputs[name][i] for name in reversed(later)]
+            first_level = outputs[first][i]
+            arrays.append(first_level[first_level.shape[0] // 3:])
+        if spec.proto is not None:
+            arrays.append(outputs[spec.proto][i])
+        return tuple(arrays)
+
     def __call__(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None = None,
-                 mask_threads: int | None = None) -> Result:
+                 mask_threads: int | None = None, read_ahead: bool = False) -> Result:
         """The Result of row ``i`` of a batch of raw outputs; stage times go to ``speed_ms``.
 
         ``mask_threads`` caps the mask kernels' threads (None: :data:`runtime.masks.DEFAULT_THREADS`);
-        1 when several images are postprocessed at once.
+        1 when several images are postprocessed at once. ``read_ahead``: a worker thread on another
+        core reads :meth:`read_ahead_arrays` into the shared cache while this one decodes, for when
+        that core is otherwise idle (one image at a time).
         """
-        spec, settings = self.spec, self.settings
         t0 = time.perf_counter()
+        ticket = _prefetch.submit(*self.read_ahead_arrays(outputs, i)) if read_ahead else 0
+        try:
+            result, t1, t2 = self._result(outputs, i, letterbox, path, mask_threads)
+        finally:
+            if ticket:
+                _prefetch.release(ticket)  # the outputs may be freed once this returns
+        t3 = time.perf_counter()
+        result.speed_ms.update(decode=(t1 - t0) * 1e3, nms=(t2 - t1) * 1e3, masks=(t3 - t2) * 1e3)
+        return result
+
+    def _result(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None,
+                mask_threads: int | None) -> tuple[Result, float, float]:
+        """The Result of row ``i``, and the times decode and NMS ended."""
+        spec, settings = self.spec, self.settings
         decoder = None if spec.layout == STANDARD_LAYOUT else self._decoder(outputs)
         cand = self._decode(outputs, i, decoder)
         t1 = time.perf_counter()
@@ -168,7 +201,5 @@ class Postprocessor:
             kpts = _decode_keypoints(spec, outputs, extra, anchor_ids, decoder)
             kpts[..., :2] = letterbox.points_to_source(kpts[..., :2])
             keypoints = kpts
-        t3 = time.perf_counter()
-        speed = {"decode": (t1 - t0) * 1e3, "nms": (t2 - t1) * 1e3, "masks": (t3 - t2) * 1e3}
         return Result(boxes_src, scores, class_ids, spec.names, letterbox, masks=masks, mask_form=mask_form,
-                      keypoints=keypoints, masks_rle=rle, path=path, speed_ms=speed)
+                      keypoints=keypoints, masks_rle=rle, path=path), t1, t2

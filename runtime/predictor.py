@@ -53,7 +53,8 @@ class Predictor:
     ``rle_masks`` gives them as COCO RLE instead of bitmaps. ``batch`` is how many images go into
     one ``session.run`` for a dynamic-batch model (a fixed-batch model always gets its own size).
     ``predict`` may be called from several threads at once. The images of one batch are
-    postprocessed two at a time (this thread and a worker) unless ``threads`` is 1.
+    postprocessed two at a time (this thread and a worker) unless ``threads`` is 1; a batch of one
+    image then has a worker thread read its outputs into the shared cache while it is decoded.
     """
 
     def __init__(self, model: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
@@ -89,7 +90,8 @@ class Predictor:
             self.batch = batch or 1
         self._buffers = _InputBuffers()
         # The images of a batch are postprocessed on this thread and one worker (the kernels drop the
-        # GIL), unless the session was asked to use one thread or there is one CPU.
+        # GIL), and a lone image's outputs are read ahead on the second core, unless the session was
+        # asked to use one thread or there is one CPU.
         self._host_pool = None
         if (threads is None or threads > 1) and _usable_cpus() > 1:
             self._host_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-postprocess")
@@ -195,14 +197,16 @@ class Predictor:
                 wait([later])  # the worker reads the outputs until it is done
             results += later.result()
         else:
-            results = self._postprocess_rows(outputs, batch, range(n), None)
+            # One image at a time: the second core reads this image's outputs ahead of the kernels.
+            results = self._postprocess_rows(outputs, batch, range(n), None, read_ahead=self._host_pool is not None)
         for result in results:
             result.speed_ms.update(shared)
         return results
 
     def _postprocess_rows(self, outputs: dict[str, np.ndarray], batch: "_PreparedBatch", rows: range,
-                          mask_threads: int | None) -> list[Result]:
-        return [self._postprocess(outputs, k, batch.plans[k], batch.paths[k], mask_threads) for k in rows]
+                          mask_threads: int | None, read_ahead: bool = False) -> list[Result]:
+        return [self._postprocess(outputs, k, batch.plans[k], batch.paths[k], mask_threads, read_ahead)
+                for k in rows]
 
 
 def _usable_cpus() -> int:

@@ -67,6 +67,56 @@ def test_batch_of_different_sizes_equals_single_images(model, conf, images, requ
     assert single._host_pool is None
 
 
+def test_single_images_are_read_ahead_on_the_second_core(random_seg_onnx, images, monkeypatch):
+    # With a second core, one image at a time: its class logits (the part the decode scan reaches
+    # last) and prototypes go to the read-ahead worker, whose ticket is released before the result
+    # returns; the results are those of a one-thread predictor, which reads nothing ahead.
+    import runtime.postprocess as postprocess
+
+    real = postprocess._prefetch
+    calls = []
+
+    class Recorder:
+        @staticmethod
+        def submit(*arrays):
+            ticket = real.submit(*arrays)
+            calls.append(["submit", [(a.shape, a.ctypes.data) for a in arrays], ticket])
+            return ticket
+
+        @staticmethod
+        def release(ticket):
+            calls.append(["release", ticket])
+            real.release(ticket)
+
+    monkeypatch.setattr(postprocess, "_prefetch", Recorder)
+    single = Predictor(random_seg_onnx, conf=0.3, threads=1)
+    reference = [single.predict(image)[0] for image in images]
+    assert calls == []
+    predictor = Predictor(random_seg_onnx, conf=0.3)
+    if predictor._host_pool is None:
+        pytest.skip("one usable CPU: nothing is read ahead")
+    outputs = {}
+    run = postprocess.Postprocessor.__call__
+
+    def keep_outputs(self, out, *args, **kwargs):
+        outputs.update(out)
+        return run(self, out, *args, **kwargs)
+
+    monkeypatch.setattr(postprocess.Postprocessor, "__call__", keep_outputs)
+    for image, ref in zip(images, reference):
+        calls.clear()
+        _same(predictor.predict(image)[0], ref, atol=0)
+        (_, arrays, ticket), release = calls
+        assert ticket > 0 and release == ["release", ticket]
+        spec = predictor.spec
+        cls = [outputs[lv.cls][0] for lv in spec.levels]
+        expected = cls[:0:-1] + [cls[0][cls[0].shape[0] // 3:], outputs[spec.proto][0]]
+        assert arrays == [(a.shape, a.ctypes.data) for a in expected]
+    calls.clear()
+    Predictor(random_seg_onnx, conf=0.3, batch=2).predict(images[:2])  # split over both cores instead
+    assert calls == []
+
+
 def test_fixed_batch_model_pads_last_chunk(random_seg_pt, export_onnx, random_seg_onnx, images):
     fixed = export_onnx(random_seg_pt, imgsz=RANDOM_IMGSZ, batch=2)
     predictor = Predictor(fixed, conf=0.3)
