@@ -2,7 +2,8 @@
 
     python bench/latency.py --model yolov8n-seg.onnx [--images DIR] [--batch 1,4,8] [--threads N]
                             [--warmup W] [--repeat R] [--mode predict|val] [--limit N]
-                            [--compare-ultralytics yolov8n-seg.pt] [--baseline FLOAT.onnx] [--cold-start]
+                            [--compare-ultralytics yolov8n-seg.pt] [--baseline FLOAT.onnx]
+                            [--baseline-without-read-ahead] [--cold-start]
                             [--json OUT.json]
 
 For every batch size: model load (Predictor construction), preprocess, inference, decode, NMS,
@@ -19,7 +20,9 @@ their throughput ratios hold on a machine whose load drifts.
 same settings, interleaved image by image with our batch-1 predictor (so load from other processes
 hits both alike), and prints theirs / ours per stage and the host share of both. ``--baseline`` times a
 second model of ours (the float model a W8A8 one was built from) at the same batch sizes, interleaved
-block by block with ``--model``, and prints baseline / model per stage. ``--cold-start``
+block by block with ``--model``, and prints baseline / model per stage; with
+``--baseline-without-read-ahead`` the baseline reads nothing ahead on the second core (``--baseline``
+equal to ``--model`` then times what the read-ahead buys). ``--cold-start``
 times ``python -m runtime.infer IMAGE --model M --no-save`` as a whole child process.
 
 Absolute numbers depend on the machine and its load; compare ratios measured in the same run.
@@ -88,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", type=Path, default=None, metavar="ONNX",
                    help="also time this model of ours (e.g. the float model of a W8A8 --model) interleaved with "
                         "--model, and print baseline / model per stage")
+    p.add_argument("--baseline-without-read-ahead", action="store_true",
+                   help="the baseline's predictors read nothing ahead on the second core; with --baseline equal "
+                        "to --model, this times what the read-ahead buys")
     p.add_argument("--cold-start", action="store_true",
                    help="also time `python -m runtime.infer IMAGE --model M --no-save` as a whole process")
     p.add_argument("--cold-repeat", type=int, default=3, help="timed cold-start runs after one warm-up (default 3)")
@@ -154,18 +160,18 @@ def _per_image(result) -> dict[str, float]:
     return sp
 
 
-def make_predictor(model: Path, settings: dict, threads: int | None, batch: int | None):
+def make_predictor(model: Path, settings: dict, threads: int | None, batch: int | None, read_ahead: bool = True):
     from runtime import Predictor
 
     return Predictor(model, conf=settings["conf"], iou=settings["iou"], max_det=settings["max_det"],
                      threads=threads, batch=batch, retina_masks=settings["retina_masks"],
-                     rle_masks=settings["rle_masks"])
+                     rle_masks=settings["rle_masks"], read_ahead=read_ahead)
 
 
-def run_ours(models: list[Path], images: list[np.ndarray], batches: list[int], settings: dict,
+def run_ours(models: list[tuple[Path, bool]], images: list[np.ndarray], batches: list[int], settings: dict,
              args) -> list[list[dict]]:
-    """Time our Predictor for every model at every batch size; one list of JSON blocks (one per batch
-    size) per model.
+    """Time our Predictor for every (model, read_ahead) at every batch size; one list of JSON blocks (one
+    per batch size) per model.
 
     Phase 1, one model and batch size after the other: construct the Predictor (model load), run the
     warm-up calls, and read the peak RSS. Phase 2, interleaved: the images are cut into blocks of
@@ -174,18 +180,18 @@ def run_ours(models: list[Path], images: list[np.ndarray], batches: list[int], s
     and the ratios between batch sizes and between models stay meaningful on a shared machine.
     """
     configs = []
-    for model, batch in [(m, b) for m in models for b in batches]:
+    for index, (model, read_ahead), batch in [(i, m, b) for i, m in enumerate(models) for b in batches]:
         reset_ok = reset_peak_rss()
         rss_before = current_rss_mib()
         t0 = time.perf_counter()
-        predictor = make_predictor(model, settings, args.threads, batch)
+        predictor = make_predictor(model, settings, args.threads, batch, read_ahead)
         load_ms = (time.perf_counter() - t0) * 1e3
         effective = predictor.batch
         for w in range(max(args.warmup, 0)):
             start = (w * effective) % len(images)
             predictor.predict_batch((images[start:] + images[:start])[:effective])
         peak = peak_rss_mib()
-        configs.append({"model": model, "batch": batch, "predictor": predictor, "effective": effective, "load_ms": load_ms,
+        configs.append({"index": index, "batch": batch, "predictor": predictor, "effective": effective, "load_ms": load_ms,
                         "peak": peak, "added": peak - rss_before if reset_ok else None, "reset_ok": reset_ok,
                         "samples": {k: [] for k in STAGES}, "detections": [], "wall": 0.0, "calls": 0})
 
@@ -213,7 +219,7 @@ def run_ours(models: list[Path], images: list[np.ndarray], batches: list[int], s
             k += 1
     peak_all = peak_rss_mib()
 
-    runs: dict[Path, list[dict]] = {m: [] for m in models}
+    runs: list[list[dict]] = [[] for _ in models]
     for c in configs:
         c["samples"]["load"].append(c["load_ms"])
         effective, batch = c["effective"], c["batch"]
@@ -228,7 +234,7 @@ def run_ours(models: list[Path], images: list[np.ndarray], batches: list[int], s
             note = (note + "; " if note else "") + f"one call per pass holds only {rest} images" + (
                 " (padded)" if fixed else "")
         n = len(c["detections"])
-        runs[c["model"]].append({
+        runs[c["index"]].append({
             "batch": batch,
             "batch_effective": effective,
             "fixed_batch_model": fixed,
@@ -244,10 +250,10 @@ def run_ours(models: list[Path], images: list[np.ndarray], batches: list[int], s
                                if c["reset_ok"] else "process so far"),
             "stages": _stage_block(c["samples"]),
         })
-    for model_runs in runs.values():
+    for model_runs in runs:
         for r in model_runs:
             r["process_peak_rss_mib"] = peak_all
-    return [runs[m] for m in models]
+    return runs
 
 
 def print_run(run: dict) -> None:
@@ -267,18 +273,20 @@ def print_run(run: dict) -> None:
     print(format_table(["stage", "p50 ms", "p90 ms", "p99 ms", "mean ms", "images/s"], rows))
 
 
-def baseline_report(baseline: Path, baseline_runs: list[dict], runs: list[dict]) -> dict:
+def baseline_report(baseline: Path, read_ahead: bool, baseline_runs: list[dict], runs: list[dict]) -> dict:
     """Baseline / model p50 ratio per stage and batch size (> 1: the model is faster)."""
     ratios = {}
     for base, run in zip(baseline_runs, runs):
         ratios[str(run["batch"])] = {k: ratio(base["stages"][k]["p50"], run["stages"][k]["p50"])
                                      for k in STAGES if k != "load"}
         ratios[str(run["batch"])]["images_per_s"] = ratio(run["images_per_s"] or 0.0, base["images_per_s"] or 0.0)
-    return {"model": str(baseline), "runs": baseline_runs, "ratio_baseline_over_model": ratios}
+    return {"model": str(baseline), "read_ahead": read_ahead, "runs": baseline_runs,
+            "ratio_baseline_over_model": ratios}
 
 
 def print_baseline(baseline: dict) -> None:
-    print(f"\nbaseline {baseline['model']}, timed interleaved with the model above:")
+    without = "" if baseline["read_ahead"] else " without read-ahead"
+    print(f"\nbaseline {baseline['model']}{without}, timed interleaved with the model above:")
     for run in baseline["runs"]:
         print_run(run)
     rows = [[f"batch {b}"] + [r[k] for k in ("inference", "postprocess", "total", "images_per_s")]
@@ -456,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     print(format_machine(facts))
 
-    models = [args.model] + ([args.baseline] if args.baseline is not None else [])
+    models = [(args.model, True)] + ([(args.baseline, not args.baseline_without_read_ahead)]
+                                     if args.baseline is not None else [])
     runs, *baseline_runs = run_ours(models, images, args.batch, settings, args)
     rt = runtime_facts()  # after our runs, before Ultralytics: did our decode pull in Numba?
     print(f"runtime {rt['version']}: decode kernels {rt['decode_backend']}, numba imported: {rt['numba_imported']}")
@@ -476,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline = None
     if baseline_runs:
-        baseline = baseline_report(args.baseline, baseline_runs[0], runs)
+        baseline = baseline_report(args.baseline, not args.baseline_without_read_ahead, baseline_runs[0], runs)
         print_baseline(baseline)
 
     compare = None
@@ -509,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
             **settings,
             "compare_ultralytics": str(args.compare_ultralytics) if args.compare_ultralytics else None,
             "baseline": str(args.baseline) if args.baseline else None,
+            "baseline_without_read_ahead": bool(args.baseline_without_read_ahead),
             "cold_start": bool(args.cold_start),
         },
         "machine": facts,

@@ -54,14 +54,16 @@ class Predictor:
     one ``session.run`` for a dynamic-batch model (a fixed-batch model always gets its own size).
     ``predict`` may be called from several threads at once. The images of one batch are
     postprocessed two at a time (this thread and a worker) unless ``threads`` is 1; a batch of one
-    image then has a worker thread read its outputs into the shared cache while it is decoded.
+    image then has a worker thread read its outputs into the shared cache while it is decoded
+    (``read_ahead=False`` leaves the second core alone).
     """
 
     def __init__(self, model: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
                  classes: Iterable[int] | None = None, agnostic: bool = False,
                  imgsz: int | Sequence[int] | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None, *, batch: int | None = None, rect: bool = True,
-                 multi_label: bool = False, retina_masks: bool = False, rle_masks: bool = False) -> None:
+                 multi_label: bool = False, retina_masks: bool = False, rle_masks: bool = False,
+                 read_ahead: bool = True) -> None:
         if not 0.0 <= conf <= 1.0:
             raise InputError(f"conf must be within [0, 1], got {conf}")
         if not 0.0 <= iou <= 1.0:
@@ -95,6 +97,7 @@ class Predictor:
         self._host_pool = None
         if (threads is None or threads > 1) and _usable_cpus() > 1:
             self._host_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-postprocess")
+        self._read_ahead = bool(read_ahead) and self._host_pool is not None
 
     def _resolve_imgsz(self, imgsz: int | Sequence[int] | None) -> tuple[int, int]:
         fixed = self.spec.input_hw
@@ -198,7 +201,7 @@ class Predictor:
             results += later.result()
         else:
             # One image at a time: the second core reads this image's outputs ahead of the kernels.
-            results = self._postprocess_rows(outputs, batch, range(n), None, read_ahead=self._host_pool is not None)
+            results = self._postprocess_rows(outputs, batch, range(n), None, self._read_ahead)
         for result in results:
             result.speed_ms.update(shared)
         return results

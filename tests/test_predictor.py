@@ -70,7 +70,8 @@ def test_batch_of_different_sizes_equals_single_images(model, conf, images, requ
 def test_single_images_are_read_ahead_on_the_second_core(random_seg_onnx, images, monkeypatch):
     # With a second core, one image at a time: its class logits (the part the decode scan reaches
     # last) and prototypes go to the read-ahead worker, whose ticket is released before the result
-    # returns; the results are those of a one-thread predictor, which reads nothing ahead.
+    # returns; the results are those of a one-thread predictor, which reads nothing ahead (nor does a
+    # batch split over both cores, or read_ahead=False).
     import runtime.postprocess as postprocess
 
     real = postprocess._prefetch
@@ -114,6 +115,7 @@ def test_single_images_are_read_ahead_on_the_second_core(random_seg_onnx, images
         assert arrays == [(a.shape, a.ctypes.data) for a in expected]
     calls.clear()
     Predictor(random_seg_onnx, conf=0.3, batch=2).predict(images[:2])  # split over both cores instead
+    _same(Predictor(random_seg_onnx, conf=0.3, read_ahead=False).predict(images[0])[0], reference[0], atol=0)
     assert calls == []
 
 
