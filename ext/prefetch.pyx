@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Reading arrays into the shared cache on a worker thread while this thread works (private; see
-``runtime.predictor``). The worker and its rules are in ext/prefetch_worker.h."""
+``runtime.postprocess``). The worker and its rules are in ext/prefetch_worker.h."""
 
 cimport numpy as cnp
 
@@ -17,7 +17,8 @@ def submit(*arrays) -> int:
     """Have the worker read the C-contiguous ``arrays`` (at most 8), in order; returns at once.
 
     Returns a ticket for :func:`release`, or 0 when there is nothing to read, the worker is busy with
-    another caller's job, or it cannot run (then nothing is read). The arrays must stay alive until the ticket is released.
+    another caller's job, or it cannot run (then nothing is read). The arrays must stay alive until
+    the ticket is released.
     """
     cdef const char* starts[PREFETCH_MAX_RANGES]
     cdef Py_ssize_t lengths[PREFETCH_MAX_RANGES]
