@@ -146,23 +146,25 @@ class Postprocessor:
 
         ``mask_threads`` caps the mask kernels' threads (None: :data:`runtime.masks.DEFAULT_THREADS`);
         1 when several images are postprocessed at once. ``read_ahead``: a worker thread on another
-        core reads :meth:`read_ahead_arrays` into the shared cache while this one decodes, for when
-        that core is otherwise idle (one image at a time).
+        core reads :meth:`read_ahead_arrays` into the shared cache while this one decodes and runs
+        NMS, for when that core is otherwise idle (one image at a time).
         """
         t0 = time.perf_counter()
         ticket = _prefetch.submit(*self.read_ahead_arrays(outputs, i)) if read_ahead else 0
         try:
-            result, t1, t2 = self._result(outputs, i, letterbox, path, mask_threads)
-        finally:
+            result, t1, t2 = self._result(outputs, i, letterbox, path, mask_threads, ticket)
+        except BaseException:
             if ticket:
                 _prefetch.release(ticket)  # the outputs may be freed once this returns
+            raise
         t3 = time.perf_counter()
         result.speed_ms.update(decode=(t1 - t0) * 1e3, nms=(t2 - t1) * 1e3, masks=(t3 - t2) * 1e3)
         return result
 
     def _result(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None,
-                mask_threads: int | None) -> tuple[Result, float, float]:
-        """The Result of row ``i``, and the times decode and NMS ended."""
+                mask_threads: int | None, read_ahead_ticket: int) -> tuple[Result, float, float]:
+        """The Result of row ``i``, and the times decode and NMS ended. The read-ahead worker is
+        stopped once NMS is done: the kernels left may want the second core themselves."""
         spec, settings = self.spec, self.settings
         decoder = None if spec.layout == STANDARD_LAYOUT else self._decoder(outputs)
         cand = self._decode(outputs, i, decoder)
@@ -170,6 +172,8 @@ class Postprocessor:
         keep = nms_candidates(cand.boxes_xyxy, cand.scores, cand.class_ids, settings.iou, settings.max_det,
                               settings.agnostic)
         t2 = time.perf_counter()
+        if read_ahead_ticket:
+            _prefetch.release(read_ahead_ticket)  # done reading ahead: the masks may take the second core
         maps, level_ends = self._extra_maps(outputs, i, decoder) if len(keep) else ((), _NO_LEVELS)
         boxes_in, scores, class_ids, anchor_ids, extra = take_kept(
             keep, cand.boxes_xyxy, cand.scores, cand.class_ids, cand.anchor_ids, maps, level_ends)

@@ -69,9 +69,10 @@ def test_batch_of_different_sizes_equals_single_images(model, conf, images, requ
 
 def test_single_images_are_read_ahead_on_the_second_core(random_seg_onnx, images, monkeypatch):
     # With a second core, one image at a time: its class logits (the part the decode scan reaches
-    # last) and prototypes go to the read-ahead worker, whose ticket is released before the result
-    # returns; the results are those of a one-thread predictor, which reads nothing ahead (nor does a
-    # batch split over both cores, or read_ahead=False).
+    # last) and prototypes go to the read-ahead worker, whose ticket is released once, before the
+    # masks (assembled on two threads); the results are those of a one-thread predictor, which reads
+    # nothing ahead (nor does a batch split over both cores, or read_ahead=False). A postprocess that
+    # fails releases the ticket too.
     import runtime.postprocess as postprocess
 
     real = postprocess._prefetch
@@ -117,6 +118,15 @@ def test_single_images_are_read_ahead_on_the_second_core(random_seg_onnx, images
     Predictor(random_seg_onnx, conf=0.3, batch=2).predict(images[:2])  # split over both cores instead
     _same(Predictor(random_seg_onnx, conf=0.3, read_ahead=False).predict(images[0])[0], reference[0], atol=0)
     assert calls == []
+
+    def fail(*args):
+        raise RuntimeError("decode failed")
+
+    monkeypatch.setattr(predictor._postprocess, "_decode", fail)
+    with pytest.raises(RuntimeError, match="decode failed"):
+        predictor.predict(images[0])
+    (_, _, ticket), release = calls
+    assert ticket > 0 and release == ["release", ticket]
 
 
 def test_fixed_batch_model_pads_last_chunk(random_seg_pt, export_onnx, random_seg_onnx, images):
