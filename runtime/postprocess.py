@@ -164,7 +164,7 @@ class Postprocessor:
     def _result(self, outputs: dict[str, np.ndarray], i: int, letterbox: Letterbox, path: str | None,
                 mask_threads: int | None, read_ahead_ticket: int) -> tuple[Result, float, float]:
         """The Result of row ``i``, and the times decode and NMS ended. The read-ahead worker is
-        stopped once NMS is done: the kernels left may want the second core themselves."""
+        stopped once NMS is done: by then it has read what it can in time."""
         spec, settings = self.spec, self.settings
         decoder = None if spec.layout == STANDARD_LAYOUT else self._decoder(outputs)
         cand = self._decode(outputs, i, decoder)
@@ -173,7 +173,7 @@ class Postprocessor:
                               settings.agnostic)
         t2 = time.perf_counter()
         if read_ahead_ticket:
-            _prefetch.release(read_ahead_ticket)  # done reading ahead: the masks may take the second core
+            _prefetch.release(read_ahead_ticket)
         maps, level_ends = self._extra_maps(outputs, i, decoder) if len(keep) else ((), _NO_LEVELS)
         boxes_in, scores, class_ids, anchor_ids, extra = take_kept(
             keep, cand.boxes_xyxy, cand.scores, cand.class_ids, cand.anchor_ids, maps, level_ends)

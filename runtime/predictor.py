@@ -54,8 +54,8 @@ class Predictor:
     one ``session.run`` for a dynamic-batch model (a fixed-batch model always gets its own size).
     ``predict`` may be called from several threads at once. The images of one batch are
     postprocessed two at a time (this thread and a worker) unless ``threads`` is 1; a batch of one
-    image then has a worker thread read its outputs into the shared cache while it is decoded, and
-    its masks are assembled on two threads (``read_ahead=False`` leaves the second core alone).
+    image then has a worker thread read its outputs into the shared cache while it is decoded
+    (``read_ahead=False`` leaves the second core alone).
     """
 
     def __init__(self, model: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
@@ -92,8 +92,8 @@ class Predictor:
             self.batch = batch or 1
         self._buffers = _InputBuffers()
         # The images of a batch are postprocessed on this thread and one worker (the kernels drop the
-        # GIL), and a lone image's outputs are read ahead and its masks shared on the second core,
-        # unless the session was asked to use one thread or there is one CPU.
+        # GIL), and a lone image's outputs are read ahead on the second core, unless the session was
+        # asked to use one thread or there is one CPU.
         self._host_pool = None
         if (threads is None or threads > 1) and _usable_cpus() > 1:
             self._host_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-postprocess")
@@ -199,14 +199,9 @@ class Predictor:
             finally:
                 wait([later])  # the worker reads the outputs until it is done
             results += later.result()
-        elif self._read_ahead:
-            # One image at a time with a second core: it reads the outputs ahead while this thread
-            # decodes, then the masks are assembled on both (their team starts fast on a core that
-            # was just busy; OpenMP's load-based default gives one thread while inference keeps the
-            # load average near the core count).
-            results = self._postprocess_rows(outputs, batch, range(n), 2, read_ahead=True)
         else:
-            results = self._postprocess_rows(outputs, batch, range(n), None)
+            # One image at a time: the second core reads this image's outputs ahead of the kernels.
+            results = self._postprocess_rows(outputs, batch, range(n), None, self._read_ahead)
         for result in results:
             result.speed_ms.update(shared)
         return results
