@@ -70,9 +70,8 @@ def test_batch_of_different_sizes_equals_single_images(model, conf, images, requ
 def test_single_images_are_read_ahead_on_the_second_core(random_seg_onnx, images, monkeypatch):
     # With a second core, one image at a time: its class logits (the part the decode scan reaches
     # last) and prototypes go to the read-ahead worker, whose ticket is released once, before the
-    # masks; the results are those of a one-thread predictor, which reads
-    # nothing ahead (nor does a batch split over both cores, or read_ahead=False). A postprocess that
-    # fails releases the ticket too.
+    # masks; the results are those of a one-thread predictor, which reads nothing ahead (nor does a
+    # batch split over both cores, or read_ahead=False). A postprocess that fails releases it too.
     import runtime.postprocess as postprocess
 
     real = postprocess._prefetch
