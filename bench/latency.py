@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: model {args.model} not found (export one: python tools/export.py M.pt -o M.onnx)",
               file=sys.stderr)
         return 2
+    if args.baseline_without_read_ahead and args.baseline is None:
+        print("error: --baseline-without-read-ahead needs --baseline (e.g. the --model file itself)", file=sys.stderr)
+        return 2
     for what, path in (("baseline model", args.baseline), ("--compare-ultralytics model", args.compare_ultralytics)):
         if path is not None and not path.is_file():
             print(f"error: {what} {path} not found", file=sys.stderr)

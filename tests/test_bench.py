@@ -130,6 +130,12 @@ def test_latency_same_model_without_read_ahead_as_baseline(tmp_path, random_seg_
     assert block["ratio_baseline_over_model"]["1"]["postprocess"] > 0
 
 
+def test_latency_without_read_ahead_needs_a_baseline(random_seg_onnx, two_images, capsys):
+    assert latency.main(["--model", str(random_seg_onnx), "--baseline-without-read-ahead",
+                         "--images", str(two_images)]) == 2
+    assert "--baseline-without-read-ahead needs --baseline" in capsys.readouterr().err
+
+
 def test_latency_missing_baseline(tmp_path, random_seg_onnx, two_images, capsys):
     assert latency.main(["--model", str(random_seg_onnx), "--baseline", str(tmp_path / "nope.onnx"),
                          "--images", str(two_images)]) == 2
