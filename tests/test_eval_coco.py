@@ -381,3 +381,243 @@ def test_cli_out_is_a_folder(random_detect_onnx, tmp_path):
     ann = synthetic_coco(data, NUMERIC_NAMES)
     code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, "--out", tmp_path])
     _assert_failed(code, out, err, "--out", "folder")
+
+
+# ---------------------------------------------------------------------------------------------- keypoints (OKS)
+KPT_NAMES = [f"k{i}" for i in range(17)]
+
+
+def synthetic_keypoints(folder: Path | None = None, hw: tuple[int, int] = (120, 160)) -> dict:
+    """A tiny COCO person_keypoints dataset: image 1 two people, image 2 one person (some keypoints unlabelled)
+    plus a crowd region, image 3 nobody. Writes noise images and ``keypoints.json`` into ``folder`` when given."""
+    rng = np.random.default_rng(3)
+    h, w = hw
+    images = [{"id": i, "file_name": f"{i:012d}.jpg", "height": h, "width": w} for i in (1, 2, 3)]
+    anns = []
+    for image_id, (x0, y0, bw, bh) in ((1, (10, 10, 50, 90)), (1, (90, 15, 45, 80)), (2, (40, 20, 60, 95))):
+        xs = rng.uniform(x0, x0 + bw, 17)
+        ys = rng.uniform(y0, y0 + bh, 17)
+        vis = np.full(17, 2)
+        if image_id == 2:
+            vis[[0, 3, 9]] = 0  # unlabelled points are (0, 0, 0) in COCO
+        kpts = np.stack([np.where(vis > 0, xs, 0), np.where(vis > 0, ys, 0), vis], axis=1).reshape(-1)
+        anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1, "bbox": [x0, y0, bw, bh],
+                     "area": 0.6 * bw * bh, "iscrowd": 0, "keypoints": [round(float(v), 2) for v in kpts],
+                     "num_keypoints": int((vis > 0).sum())})
+    anns.append({"id": len(anns) + 1, "image_id": 2, "category_id": 1, "bbox": [110, 60, 40, 50], "area": 2000.0,
+                 "iscrowd": 1, "keypoints": [0] * 51, "num_keypoints": 0})
+    dataset = {"images": images, "annotations": anns,
+               "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": KPT_NAMES}]}
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for img in images:
+            cv2.imwrite(str(folder / img["file_name"]), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        (folder / "keypoints.json").write_text(json.dumps(dataset))
+    return dataset
+
+
+def keypoint_results(dataset: dict, shift_px: float = 0.0, score: float = 0.9) -> list[dict]:
+    """Every non-crowd person as a detection: its box, and its keypoints moved right by ``shift_px``."""
+    records = []
+    for ann in dataset["annotations"]:
+        if ann["iscrowd"]:
+            continue
+        kpts = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        kpts[:, 0] += shift_px
+        kpts[:, 2] = 0.9  # a model's visibility score; COCOeval ignores it
+        records.append({"image_id": ann["image_id"], "category_id": 1, "bbox": list(ann["bbox"]), "score": score,
+                        "keypoints": kpts.reshape(-1).tolist()})
+    return records
+
+
+def test_oks_perfect_keypoints_score_one():
+    dataset = synthetic_keypoints()
+    scores = score_results(coco_ground_truth(dataset), keypoint_results(dataset), [1, 2, 3], ("bbox", "keypoints"))
+    assert scores["keypoints"].map50_95 == pytest.approx(1.0)
+    assert scores["keypoints"].map50 == pytest.approx(1.0)
+    assert scores["bbox"].map50_95 == pytest.approx(1.0)
+    assert list(scores["keypoints"].as_dict())[:2] == ["mAP50-95", "mAP50"] and len(scores["keypoints"].stats) == 10
+
+
+def test_oks_shifted_keypoints_score_lower():
+    dataset = synthetic_keypoints()
+    gt = coco_ground_truth(dataset)
+    maps = [score_results(gt, keypoint_results(dataset, shift), [1, 2, 3], ("bbox", "keypoints"))
+            for shift in (0.0, 2.0, 4.0, 8.0)]
+    pose = [m["keypoints"].map50_95 for m in maps]
+    assert pose[0] == pytest.approx(1.0)
+    assert pose[0] > pose[1] > pose[2] > pose[3] >= 0.0, pose
+    assert all(m["bbox"].map50_95 == pytest.approx(1.0) for m in maps)  # the boxes did not move
+
+
+def test_oks_empty_image_and_no_detections_do_not_crash():
+    dataset = synthetic_keypoints()
+    gt = coco_ground_truth(dataset)
+    stray = {"image_id": 3, "category_id": 1, "bbox": [5, 5, 20, 20], "score": 0.95, "keypoints": [10.0, 10.0, 1.0] * 17}
+    for records in ([], [stray]):  # image 3 holds nobody: nothing to average, whether or not something is found
+        assert score_results(gt, records, [3], ("bbox", "keypoints"))["keypoints"].map50_95 == -1.0
+    scores = score_results(gt, keypoint_results(dataset) + [stray], [1, 2, 3], ("bbox", "keypoints"))
+    assert 0.0 < scores["keypoints"].map50_95 < 1.0  # a confident false positive on the empty image costs
+    assert score_results(gt, [], [1, 2, 3], ("bbox", "keypoints"))["keypoints"].map50_95 == pytest.approx(0.0)
+
+
+def test_oks_uses_coco_sigmas():
+    from pycocotools.cocoeval import Params
+
+    from tools.coco_score import COCO_KPT_SIGMAS, oks_sigmas
+
+    np.testing.assert_array_equal(oks_sigmas(17), Params(iouType="keypoints").kpt_oks_sigmas)
+    np.testing.assert_array_equal(COCO_KPT_SIGMAS, Params(iouType="keypoints").kpt_oks_sigmas)
+    np.testing.assert_allclose(oks_sigmas(5), np.full(5, 0.2))
+
+
+def test_oks_wrong_keypoint_count_is_a_clear_error():
+    dataset = synthetic_keypoints()
+    records = keypoint_results(dataset)
+    for r in records:
+        r["keypoints"] = r["keypoints"][:-3]
+    with pytest.raises(ValueError, match="keypoint"):
+        score_results(coco_ground_truth(dataset), records, None, ("keypoints",))
+
+
+@pytest.mark.parametrize("iou_type, coco_max", [("bbox", 100), ("keypoints", 20)], ids=["bbox", "keypoints"])
+def test_max_dets_summary_matches_cocoeval_at_its_own_cap(iou_type, coco_max):
+    dataset = synthetic_keypoints()
+    gt = coco_ground_truth(dataset)
+    rng = np.random.default_rng(0)
+    records = keypoint_results(dataset, 2.0)
+    for k in range(30):  # noisy extra detections so that precision and recall vary
+        x, y = rng.uniform(0, 100, 2)
+        records.append({"image_id": int(rng.integers(1, 4)), "category_id": 1, "bbox": [x, y, 30.0, 40.0],
+                        "score": float(rng.uniform(0, 1)), "keypoints": [x + 5, y + 5, 1.0] * 17})
+    default = score_results(gt, records, [1, 2, 3], (iou_type,))[iou_type]
+    ours = score_results(gt, records, [1, 2, 3], (iou_type,), max_dets=coco_max)[iou_type]
+    np.testing.assert_allclose(ours.stats, default.stats, atol=1e-12)
+
+
+def test_keypoint_annotation_checks(tmp_path):
+    from tools.coco_data import AnnotationError, keypoint_count, single_instance_category
+
+    data = tmp_path / "data"
+    synthetic_keypoints(data)
+    ann = load_annotations(data / "keypoints.json")
+    assert keypoint_count(ann, [1]) == 17
+    assert single_instance_category(ann) is None  # image 1 holds two people, image 3 none
+    assert single_instance_category(ann, [2]) == "person"  # the crowd region does not count
+    boxes_only = load_annotations(synthetic_coco(tmp_path / "inst", ["person", "car"], write_images=False))
+    with pytest.raises(AnnotationError, match="not a COCO keypoints file for m.onnx"):
+        keypoint_count(boxes_only, [1], model_label="m.onnx")
+    bad = synthetic_keypoints()
+    bad["annotations"][0]["keypoints"] = [1, 2]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(AnnotationError, match="bad.json.*keypoints"):
+        load_annotations(tmp_path / "bad.json")
+
+
+def _single_person_keypoints(folder: Path) -> Path:
+    """synthetic_keypoints reduced to one person per image (images 1 and 2): a single-person set."""
+    dataset = synthetic_keypoints(folder)
+    dataset["images"] = dataset["images"][:2]
+    dataset["annotations"] = [a for a in dataset["annotations"] if a["id"] != 2]
+    path = folder / "single.json"
+    path.write_text(json.dumps(dataset))
+    return path
+
+
+def test_cli_pose_model_scores_box_and_keypoints(random_pose_onnx, tmp_path):
+    data = tmp_path / "data"
+    ann = _single_person_keypoints(data)
+    report_path, results_dir = tmp_path / "r.json", tmp_path / "res"
+    code, out, err = run_cli(["--model", random_pose_onnx, "--images", data, "--ann", ann, "--out", report_path,
+                              "--save-results", results_dir, "--no-progress"])
+    assert code == 0, err
+    assert "single-person images only" in out and "figures run higher than on full val2017" in out
+    assert "OKS with COCO's 17 sigmas" in out
+    report = json.loads(report_path.read_text())
+    row = report["rows"][0]
+    assert row["task"] == "pose" and row["mask"] is None
+    assert 0.0 <= row["box"]["mAP50-95"] <= 1.0 and 0.0 <= row["pose"]["mAP50-95"] <= 1.0
+    assert report["notes"] and report["settings"]["keypoints"]["num_keypoints"] == 17
+    table = parse_table(out)
+    assert "pose mAP50-95" in table[0] and "mask mAP50-95" not in table[0]
+    assert float(table[0]["pose mAP50-95"]) == pytest.approx(row["pose"]["mAP50-95"], abs=5e-5)
+    saved = json.loads(Path(row["results_file"]).read_text())
+    assert saved and all(len(r["keypoints"]) == 51 and set(r) >= {"bbox", "score", "image_id"} for r in saved)
+
+    code, out, err = run_cli(["--model", random_pose_onnx, "--images", data, "--ann", data / "keypoints.json",
+                              "--no-progress"])
+    assert code == 0, err
+    assert "single-person" not in out  # image 1 holds two people
+
+
+def test_cli_pose_model_against_a_boxes_only_file(random_pose_onnx, tmp_path):
+    data = tmp_path / "data"
+    ann = synthetic_coco(data, ["person", "car"])
+    extra, outputs = _outputs(tmp_path)
+    code, out, err = run_cli(["--model", random_pose_onnx, "--images", data, "--ann", ann, *extra])
+    _assert_failed(code, out, err, str(ann), "not a COCO keypoints file", random_pose_onnx.name, outputs=outputs)
+
+
+def test_cli_pose_model_keypoint_count_mismatch(random_pose_onnx, tmp_path):
+    data = tmp_path / "data"
+    dataset = synthetic_keypoints(data)
+    for a in dataset["annotations"]:
+        a["keypoints"] = a["keypoints"][:15]
+    ann = data / "five.json"
+    ann.write_text(json.dumps(dataset))
+    extra, outputs = _outputs(tmp_path)
+    code, out, err = run_cli(["--model", random_pose_onnx, "--images", data, "--ann", ann, *extra])
+    _assert_failed(code, out, err, "17 keypoints", "annotates 5", outputs=outputs)
+
+
+# ------------------------------------------------------------------------------------------- engine / precision
+class _FakePredictor:
+    calls: list[dict] = []
+
+    def __init__(self, model, **kwargs):
+        if "engine" in kwargs and kwargs["engine"] == "unsupported":
+            raise TypeError("Predictor.__init__() got an unexpected keyword argument 'engine'")
+        type(self).calls.append(kwargs)
+
+
+def test_make_predictor_passes_engine_and_precision_only_when_given(monkeypatch):
+    import runtime
+
+    from tools.coco_data import EvalError
+    from tools.eval_coco import make_predictor
+
+    monkeypatch.setattr(runtime, "Predictor", _FakePredictor)
+    _FakePredictor.calls = []
+    make_predictor("m.onnx")
+    make_predictor("m.onnx", engine="openvino", precision="int8")
+    assert "engine" not in _FakePredictor.calls[0] and "precision" not in _FakePredictor.calls[0]
+    assert _FakePredictor.calls[1]["engine"] == "openvino" and _FakePredictor.calls[1]["precision"] == "int8"
+    assert _FakePredictor.calls[1]["conf"] == 0.001 and _FakePredictor.calls[1]["rle_masks"] is True
+    with pytest.raises(EvalError, match="--engine is not supported"):
+        make_predictor("m.onnx", engine="unsupported")
+
+
+# ------------------------------------------------------------------------------------ shared: pose, ours = theirs
+SHARED_POSE_ANN = "coco/annotations/person_keypoints_val2017_single_dev.json"
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_shared_pose_eval_matches_ultralytics_predict(shared_file, export_onnx, tmp_path):
+    """Float yolo11n-pose on the 495 single-person val2017 images: our row equals Ultralytics' own predict."""
+    pytest.importorskip("ultralytics")
+    ann = shared_file(SHARED_POSE_ANN)
+    pt = shared_file("models/yolo11n-pose.pt")
+    images = ann.parents[1] / "val2017-pose"
+    onnx_path = export_onnx(pt, imgsz=640)
+    report_path = tmp_path / "pose.json"
+    code, out, err = run_cli(["--model", onnx_path, "--images", images, "--ann", ann, "--reference-pt", pt,
+                              "--out", report_path, "--threads", 2, "--no-progress"])
+    assert code == 0, err
+    assert "evaluated 495 of 495 annotated images" in out and "single-person images only" in out
+    ours, theirs = json.loads(report_path.read_text())["rows"]
+    assert theirs["kind"] == "ultralytics"
+    for group in ("box", "pose"):
+        assert ours[group]["mAP50-95"] == pytest.approx(theirs[group]["mAP50-95"], abs=0.003), group
+        assert ours[group]["mAP50"] == pytest.approx(theirs[group]["mAP50"], abs=0.003), group
+    assert 0.70 < ours["box"]["mAP50-95"] < 0.83 and 0.50 < ours["pose"]["mAP50-95"] < 0.66  # near 0.767 / 0.583

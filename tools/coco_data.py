@@ -3,9 +3,12 @@
 Everything here is plain Python + numpy (no model, no pycocotools import at module load), so the
 quantization tool and the tests can use it without running a network.
 
-* :func:`load_annotations` reads and checks an ``instances_*.json`` file -> :class:`CocoAnnotations`.
+* :func:`load_annotations` reads and checks an ``instances_*.json`` or ``person_keypoints_*.json`` file
+  -> :class:`CocoAnnotations`.
 * :func:`select_images` decides which annotated images are evaluated (present on disk, ``limit``).
 * :func:`category_map` maps a model's class names to the file's category ids BY NAME.
+* :func:`keypoint_count` checks a ``person_keypoints_*.json`` file's keypoints for pose scoring.
+* :func:`single_instance_category` tells whether every evaluated image holds exactly one object.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ __all__ = [
     "ImagesError",
     "category_map",
     "file_sha256",
+    "keypoint_count",
     "list_preview",
     "load_annotations",
     "select_images",
+    "single_instance_category",
 ]
 
 
@@ -92,12 +97,12 @@ def _entry_error(path: Path, kind: str, index: int, entry: Any, problem: str) ->
 
 
 def load_annotations(path: str | Path) -> CocoAnnotations:
-    """Read and check a COCO instances JSON file.
+    """Read and check a COCO instances (or person_keypoints) JSON file.
 
     Raises AnnotationError (one line, naming the file) when the file is missing, unreadable, not
     valid JSON, or lacks what COCOeval needs: ``images`` with id/file_name/height/width,
     ``annotations`` with id/image_id/category_id/bbox/area/iscrowd, ``categories`` with
-    unique ids and names.
+    unique ids and names; ``keypoints``, where present, must be a flat list of [x, y, v] numbers.
     """
     path = Path(path)
     if not path.exists():
@@ -155,6 +160,12 @@ def load_annotations(path: str | Path) -> CocoAnnotations:
             raise _entry_error(path, "annotation", index, ann, f"refers to unknown image id {ann['image_id']!r}")
         if ann["category_id"] not in known_cats:
             raise _entry_error(path, "annotation", index, ann, f"refers to unknown category id {ann['category_id']!r}")
+        if "keypoints" in ann:
+            kpts = ann["keypoints"]
+            if not (isinstance(kpts, list) and len(kpts) % 3 == 0
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in kpts)):
+                raise _entry_error(path, "annotation", index, ann, "has keypoints that are not a flat list of "
+                                   "[x, y, v] numbers")
     # pycocotools keeps an optional top-level 'info' / 'licenses'; loadRes copies 'images' only.
     return CocoAnnotations(
         path=path,
@@ -309,3 +320,45 @@ def category_map(model_names: Sequence[str] | Mapping[int, str], categories: Seq
     if repeated:
         raise CategoryMismatchError(f"{model_label}: several classes map to the same category: {list_preview(repeated)}")
     return [int(i) for i in ids]  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------------- keypoints
+def keypoint_count(annotations: CocoAnnotations, category_ids: Sequence[int], model_label: str = "model") -> int:
+    """K, the keypoints per annotation of ``category_ids``, checked for OKS scoring (COCO person_keypoints form).
+
+    Every annotation of those categories must carry ``keypoints`` (3K numbers, the same K for all)
+    and ``num_keypoints``. Raises AnnotationError naming the file and ``model_label`` otherwise.
+    """
+    wanted = {int(c) for c in category_ids}
+    anns = [a for a in annotations.dataset["annotations"] if a["category_id"] in wanted]
+    lacking = [a for a in anns if "keypoints" not in a or "num_keypoints" not in a]
+    if not anns or lacking:
+        what = "no annotations of its categories" if not anns else (
+            f"{len(lacking)} of {len(anns)} annotations of its categories lack 'keypoints' or 'num_keypoints' "
+            f"(e.g. id {lacking[0]['id']})")
+        raise AnnotationError(f"{annotations.path}: not a COCO keypoints file for {model_label}: {what}; "
+                              "pass a person_keypoints_*.json annotation file")
+    counts = sorted({len(a["keypoints"]) // 3 for a in anns})
+    if len(counts) > 1:
+        raise AnnotationError(f"{annotations.path}: annotations hold different keypoint counts {counts}")
+    return counts[0]
+
+
+def single_instance_category(annotations: CocoAnnotations, image_ids: Sequence[Any] | None = None) -> str | None:
+    """The category name when each of ``image_ids`` (default: all) holds exactly one non-crowd annotation,
+    all of that one category (e.g. "person" for a single-person keypoint set); None otherwise.
+
+    Such sets score higher than full COCO val: there is no crowd to confuse the model.
+    """
+    ids = [img["id"] for img in annotations.images] if image_ids is None else list(image_ids)
+    if not ids:
+        return None
+    per_image: dict[Any, list[int]] = {i: [] for i in ids}
+    for ann in annotations.dataset["annotations"]:
+        if not ann.get("iscrowd") and ann["image_id"] in per_image:
+            per_image[ann["image_id"]].append(ann["category_id"])
+    cats = {tuple(c) for c in per_image.values()}
+    if len(cats) != 1 or len(next(iter(cats))) != 1:
+        return None
+    cat_id = next(iter(cats))[0]
+    return next(str(c["name"]) for c in annotations.categories if c["id"] == cat_id)

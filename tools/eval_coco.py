@@ -2,16 +2,26 @@
 
 Usage::
 
-    python tools/eval_coco.py --model A.onnx [--model B.onnx ...] --images DIR --ann INSTANCES.json
+    python tools/eval_coco.py --model A.onnx [--model B.onnx ...] --images DIR --ann ANNOTATIONS.json
         [--imgsz 640] [--batch N] [--reference-pt M.pt] [--out report.json] [--save-results DIR]
-        [--multi-label] [--limit N] [--skip-missing] [--threads N]
+        [--multi-label] [--limit N] [--skip-missing] [--threads N] [--engine E] [--precision P]
+    python tools/eval_coco.py --fidelity-to FLOAT.onnx --model W8A8.onnx [...] --images DIR [--gt-conf 0.25]
 
 Every model runs through ``runtime.Predictor`` with validation settings (conf 0.001, iou 0.7,
 max_det 300, single-label NMS unless ``--multi-label``; segment masks as RLE at original
-resolution). Model classes are mapped to the annotation file's categories by name. Results are
-scored with pycocotools' COCOeval (bbox, and segm for segment models) over exactly the evaluated
-image ids. ``--reference-pt`` adds a row from ``ultralytics.YOLO(pt).predict`` with the same
-settings and the same letterbox as the first model, timed the same way.
+resolution; ``--engine`` / ``--precision`` passed on when given). Model classes are mapped to the
+annotation file's categories by name. Results are scored with pycocotools' COCOeval over exactly
+the evaluated image ids: bbox for every model, segm for segment models, and for pose models
+keypoints by OKS with COCO's sigmas against a ``person_keypoints_*.json`` file (result records
+carry ``keypoints`` [x, y, visibility score, ...] as Ultralytics' validator writes them). The
+output says when every evaluated image holds a single annotated object (e.g. single-person
+keypoint sets, which score higher than full val2017). ``--reference-pt`` adds a row from
+``ultralytics.YOLO(pt).predict`` with the same settings and the same letterbox as the first model,
+timed the same way.
+
+``--fidelity-to REF.onnx`` needs no labels: each ``--model`` is scored against REF's own
+detections (score >= ``--gt-conf``) on every image of ``--images``, and REF's own row, the
+control, reads 1.0 (see :mod:`tools.fidelity` for how the ground truth is built).
 
 Library (used by the tests and the quantization tool)::
 
@@ -20,8 +30,9 @@ Library (used by the tests and the quantization tool)::
     sel = select_images(ann, "val2017", limit=50)
     pred = make_predictor("yolov8n-seg.onnx")
     run = evaluate_predictor(pred, sel.images, category_map(pred.names, ann.categories))
-    scores = score_results(coco_ground_truth(ann), run.records, sel.image_ids, ("bbox", "segm"))
+    scores = score_results(coco_ground_truth(ann), run.records, sel.image_ids, run.iou_types)
 
+Scoring lives in :mod:`tools.coco_score`, the label-free score in :mod:`tools.fidelity`.
 Errors about the inputs print one line to stderr and return exit code 2; nothing is written then.
 """
 
@@ -52,24 +63,30 @@ from tools.coco_data import (  # noqa: E402
     ImageSelection,
     category_map,
     file_sha256,
+    keypoint_count,
     load_annotations,
     select_images,
+    single_instance_category,
 )
-
-# Validation settings (Ultralytics' `yolo val` thresholds). Single-label NMS unless asked otherwise.
-VAL_CONF = 0.001
-VAL_IOU = 0.7
-VAL_MAX_DET = 300
-
-# The 12 numbers of COCOeval.summarize(), in order.
-STAT_NAMES = ("mAP50-95", "mAP50", "mAP75", "mAP50-95_small", "mAP50-95_medium", "mAP50-95_large",
-              "AR1", "AR10", "AR100", "AR100_small", "AR100_medium", "AR100_large")
-IOU_TYPES = {"bbox": "box", "segm": "mask"}
+from tools.coco_score import (  # noqa: E402
+    IOU_TYPES,
+    STAT_NAMES,
+    VAL_CONF,
+    VAL_IOU,
+    VAL_MAX_DET,
+    CocoScores,
+    coco_ground_truth,
+    oks_sigmas,
+    predict_records,
+    records_from_arrays,
+    score_results,
+)
+from tools.fidelity import DEFAULT_GT_CONF, check_compatible, task_iou_types  # noqa: E402
 
 __all__ = [
-    "VAL_CONF", "VAL_IOU", "VAL_MAX_DET", "CocoScores", "ModelRun", "ProgressBar", "category_map",
+    "VAL_CONF", "VAL_IOU", "VAL_MAX_DET", "CocoScores", "ModelRun", "ProgressBar", "STAT_NAMES", "category_map",
     "coco_ground_truth", "evaluate_predictor", "evaluate_reference", "format_table", "main", "make_predictor",
-    "score_results",
+    "records_from_arrays", "score_results",
 ]
 
 
@@ -134,7 +151,7 @@ class ModelRun:
     """COCO result records of one model over a set of images, and how long producing them took.
 
     ``records`` are COCO result dicts (image_id, category_id, bbox xywh, score[, segmentation RLE
-    with str counts]); ``seconds`` is the time spent inside the predict loop (after one untimed
+    with str counts][, keypoints x, y, visibility score, ...]); ``seconds`` is the time spent inside the predict loop (after one untimed
     warm-up image); ``speed_ms`` the mean per-image stage times the model reported.
     """
 
@@ -154,57 +171,34 @@ class ModelRun:
 
     @property
     def iou_types(self) -> tuple[str, ...]:
-        return ("bbox", "segm") if self.task == "segment" else ("bbox",)
+        return task_iou_types(self.task)
 
 
 def make_predictor(model: str | Path, *, imgsz: int | Sequence[int] | None = None, batch: int | None = None,
-                   threads: int | None = None, multi_label: bool = False, providers: Sequence[str] | None = None):
+                   threads: int | None = None, multi_label: bool = False, providers: Sequence[str] | None = None,
+                   engine: str | None = None, precision: str | None = None):
     """A runtime.Predictor with validation settings: conf 0.001, iou 0.7, max_det 300, RLE masks at original size.
 
-    Raises runtime.ModelError for a missing or unusable model file.
+    ``engine`` and ``precision`` are passed to the Predictor only when given. Raises
+    runtime.ModelError for a missing or unusable model file, EvalError when this runtime's
+    Predictor has no such option.
     """
     from runtime import Predictor
 
-    return Predictor(model, conf=VAL_CONF, iou=VAL_IOU, max_det=VAL_MAX_DET, imgsz=imgsz, threads=threads,
-                     providers=providers, batch=batch, multi_label=multi_label, rle_masks=True)
+    extra = {k: v for k, v in (("engine", engine), ("precision", precision)) if v is not None}
+    try:
+        return Predictor(model, conf=VAL_CONF, iou=VAL_IOU, max_det=VAL_MAX_DET, imgsz=imgsz, threads=threads,
+                         providers=providers, batch=batch, multi_label=multi_label, rle_masks=True, **extra)
+    except TypeError as exc:
+        unknown = [k for k in extra if repr(k) in str(exc) or k in str(exc).split()]
+        if not unknown:
+            raise
+        raise EvalError(f"--{unknown[0]} is not supported by this runtime's Predictor ({_first_line(exc)})") from exc
 
 
-def evaluate_predictor(predictor, images: Sequence[ImageRecord], category_ids: Sequence[int], *,
-                       label: str | None = None, progress: bool | ProgressBar = False,
-                       warmup: bool = True) -> ModelRun:
-    """Run ``predictor`` over ``images`` and convert each Result to COCO result records.
-
-    ``category_ids[class_index]`` is the COCO category id of each model class (see
-    :func:`tools.coco_data.category_map`). Segment models must produce native-resolution masks
-    (``rle_masks=True`` or ``retina_masks=True``, as :func:`make_predictor` does). ``warmup`` runs
-    the first image once, untimed, so that one-off session costs do not count in images/s.
-    """
-    from runtime.coco import result_to_coco
-
+def _model_info(predictor) -> dict[str, Any]:
     spec = predictor.spec
-    label = label or Path(spec.path).name
-    if len(category_ids) != len(spec.names):
-        raise ValueError(f"{label}: {len(category_ids)} category ids for a model with {len(spec.names)} classes")
-    paths = [str(rec.path) for rec in images]
-    bar = progress if isinstance(progress, ProgressBar) else ProgressBar(len(paths), label, enabled=bool(progress))
-    if warmup and paths:
-        predictor.predict(paths[0])
-    clock = [0.0]
-    records: list[dict] = []
-    stage_sums: dict[str, float] = {}
-    count = 0
-    for rec, result in zip(images, _timed(predictor.stream(paths), clock)):
-        if result.path is not None and Path(result.path) != rec.path:
-            raise RuntimeError(f"{label}: results out of order ({result.path} for {rec.path})")
-        records.extend(result_to_coco(result, rec.image_id, category_ids))
-        for stage, ms in result.speed_ms.items():
-            stage_sums[stage] = stage_sums.get(stage, 0.0) + float(ms)
-        count += 1
-        bar.update()
-    bar.close()
-    if count != len(images):
-        raise RuntimeError(f"{label}: {count} results for {len(images)} images")
-    model_info = {
+    info = {
         "file": Path(spec.path).name,
         "path": str(Path(spec.path).resolve()),
         "sha256": file_sha256(spec.path),
@@ -217,8 +211,35 @@ def evaluate_predictor(predictor, images: Sequence[ImageRecord], category_ids: S
         "letterbox": _letterbox_mode(spec.input_hw is None and predictor.rect),
         "batch": predictor.batch,
     }
-    return ModelRun(label, "onnx", spec.task, records, count, clock[0], list(category_ids), model_info,
-                    {k: v / max(count, 1) for k, v in stage_sums.items()})
+    if spec.kpt_shape:
+        info["kpt_shape"] = list(spec.kpt_shape)
+    engine = getattr(predictor, "engine", None)  # a name, or an engine object with a settings dict
+    settings = engine if isinstance(engine, str) else getattr(engine, "settings", None)
+    if isinstance(settings, (str, dict)):
+        info["engine"] = json.loads(json.dumps(settings, default=str))
+    return info
+
+
+def evaluate_predictor(predictor, images: Sequence[ImageRecord], category_ids: Sequence[int], *,
+                       label: str | None = None, progress: bool | ProgressBar = False,
+                       warmup: bool = True) -> ModelRun:
+    """Run ``predictor`` over ``images`` and convert each Result to COCO result records.
+
+    ``category_ids[class_index]`` is the COCO category id of each model class (see
+    :func:`tools.coco_data.category_map`). Segment models must produce native-resolution masks
+    (``rle_masks=True`` or ``retina_masks=True``, as :func:`make_predictor` does); pose records
+    carry ``keypoints`` [x, y, visibility score, ...]. ``warmup`` runs the first image once,
+    untimed, so that one-off session costs do not count in images/s.
+    """
+    spec = predictor.spec
+    label = label or Path(spec.path).name
+    paths = [rec.path for rec in images]
+    bar = progress if isinstance(progress, ProgressBar) else ProgressBar(len(paths), label, enabled=bool(progress))
+    run = predict_records(predictor, paths, [rec.image_id for rec in images], category_ids, on_image=bar.update,
+                          warmup=warmup, label=label)
+    bar.close()
+    return ModelRun(label, "onnx", spec.task, run.records, run.num_images, run.seconds, list(category_ids),
+                    _model_info(predictor), run.speed_ms)
 
 
 def _letterbox_mode(rect: bool) -> str:
@@ -240,8 +261,9 @@ def load_reference(pt_path: str | Path, categories: Sequence[dict]):
             model = YOLO(str(pt))
     except Exception as exc:  # ultralytics raises many kinds for a bad checkpoint
         raise EvalError(f"{pt}: cannot be loaded by ultralytics ({type(exc).__name__}: {_first_line(exc)})") from exc
-    if model.task not in ("detect", "segment"):
-        raise EvalError(f"{pt}: task '{model.task}' cannot be scored against COCO instances (detect or segment only)")
+    if model.task not in ("detect", "segment", "pose"):
+        raise EvalError(f"{pt}: task '{model.task}' cannot be scored against COCO annotations "
+                        "(detect, segment or pose only)")
     return model, category_map(model.names, categories, model_label=str(pt))
 
 
@@ -284,7 +306,8 @@ def evaluate_reference(model, category_ids: Sequence[int], images: Sequence[Imag
                        threads: int | None = None, progress: bool | ProgressBar = False) -> ModelRun:
     """Run Ultralytics' own ``YOLO.predict`` over ``images`` with our validation settings; COCO records out.
 
-    conf 0.001, iou 0.7, max_det 300, retina masks (original resolution), on CPU in float32, with
+    conf 0.001, iou 0.7, max_det 300, retina masks (original resolution), keypoints as its
+    validator writes them (x, y, visibility score, unrounded), on CPU in float32, with
     ``rect`` and ``imgsz`` as given (pass the first model's letterbox mode). Timed like
     :func:`evaluate_predictor`: one untimed warm-up image, then the predict loop.
     """
@@ -322,7 +345,11 @@ def evaluate_reference(model, category_ids: Sequence[int], images: Sequence[Imag
                 if model.task == "segment":
                     masks = res.masks.data.cpu().numpy() > 0.5 if res.masks is not None else np.zeros((0, 1, 1), bool)
                     rles = rle_of_masks(masks)
-                records.extend(records_from_arrays(rec.image_id, xyxy, scores, classes, category_ids, rles))
+                keypoints = None
+                if model.task == "pose" and len(xyxy):
+                    keypoints = res.keypoints.data.cpu().numpy().astype(np.float32)
+                records.extend(records_from_arrays(rec.image_id, xyxy, scores, classes, category_ids, rles,
+                                                   keypoints))
                 count += 1
                 bar.update()
         if by_path:
@@ -347,122 +374,14 @@ def evaluate_reference(model, category_ids: Sequence[int], images: Sequence[Imag
     return ModelRun(label, "ultralytics", model.task, records, count, clock[0], list(category_ids), model_info)
 
 
-def records_from_arrays(image_id: Any, xyxy, scores, class_ids, category_ids: Sequence[int],
-                        rles: Sequence[dict] | None = None) -> list[dict]:
-    """COCO result dicts from (n, 4) xyxy float32, (n,) scores and class ids, rounded like Ultralytics' val."""
-    records = []
-    for k, (box, score, cls) in enumerate(zip(xyxy.tolist(), scores.tolist(), class_ids.tolist())):
-        x1, y1, x2, y2 = box
-        record = {"image_id": image_id, "category_id": int(category_ids[int(cls)]),
-                  "bbox": [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)], "score": round(score, 5)}
-        if rles is not None:
-            counts = rles[k]["counts"]
-            record["segmentation"] = {"size": [int(v) for v in rles[k]["size"]],
-                                      "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
-        records.append(record)
-    return records
-
-
-# ---------------------------------------------------------------------------------------------------------- scoring
-@dataclass(frozen=True)
-class CocoScores:
-    """COCOeval.summarize() numbers of one IoU type; -1 where COCOeval has nothing to average."""
-
-    stats: tuple[float, ...]
-
-    @property
-    def map50_95(self) -> float:
-        return self.stats[0]
-
-    @property
-    def map50(self) -> float:
-        return self.stats[1]
-
-    def as_dict(self) -> dict[str, float]:
-        return dict(zip(STAT_NAMES, self.stats))
-
-
-def coco_ground_truth(annotations: CocoAnnotations | dict):
-    """A pycocotools COCO object of the annotations (its chatter on stdout suppressed)."""
-    from pycocotools.coco import COCO
-
-    dataset = annotations.dataset if isinstance(annotations, CocoAnnotations) else annotations
-    gt = COCO()
-    gt.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-    return gt
-
-
-def _results_coco(gt, records: Sequence[dict], iou_type: str):
-    """Load ``records`` as a COCO results object for ``iou_type``, without touching the caller's dicts.
-
-    For segm the boxes are left out so pycocotools takes each detection's area from its mask (as
-    in official segm results files); the area only matters for the small/medium/large breakdown.
-    """
-    from pycocotools.coco import COCO
-
-    if iou_type == "segm":
-        missing = sum(1 for r in records if "segmentation" not in r)
-        if missing:
-            raise ValueError(f"segm scoring needs a 'segmentation' in every record; {missing} lack one")
-        copies = [{k: v for k, v in r.items() if k != "bbox"} for r in records]
-    else:
-        copies = [{k: v for k, v in r.items() if k != "segmentation"} for r in records]
-    with contextlib.redirect_stdout(io.StringIO()):
-        if copies:
-            return gt.loadRes(copies)
-        empty = COCO()  # loadRes cannot take an empty list
-        empty.dataset = {"images": list(gt.dataset["images"]), "categories": list(gt.dataset["categories"]),
-                         "annotations": []}
-        empty.createIndex()
-        return empty
-
-
-def score_results(gt, records: Sequence[dict], image_ids: Sequence[Any] | None = None,
-                  iou_types: Sequence[str] = ("bbox",), cat_ids: Sequence[int] | None = None) -> dict[str, CocoScores]:
-    """Score COCO result records with pycocotools' COCOeval.
-
-    ``gt`` is a pycocotools COCO (see :func:`coco_ground_truth`) or CocoAnnotations; ``image_ids``
-    restricts the evaluation to those images (``params.imgIds``: images without detections count
-    with all their objects missed); ``cat_ids`` to those categories (default: all). Returns
-    ``{iou_type: CocoScores}`` for "bbox" and/or "segm".
-    """
-    from pycocotools.cocoeval import COCOeval
-
-    if isinstance(gt, CocoAnnotations):
-        gt = coco_ground_truth(gt)
-    wanted = set(gt.getImgIds())
-    if image_ids is not None:
-        unknown = [i for i in image_ids if i not in wanted]
-        if unknown:
-            raise ValueError(f"image ids not in the annotations: {unknown[:10]}")
-    stray = sorted({r["image_id"] for r in records} - (set(image_ids) if image_ids is not None else wanted),
-                   key=str)
-    if stray:
-        raise ValueError(f"results name images outside the evaluated set: {stray[:10]}")
-    scores = {}
-    for iou_type in iou_types:
-        if iou_type not in IOU_TYPES:
-            raise ValueError(f"iou type must be one of {list(IOU_TYPES)}, got {iou_type!r}")
-        dt = _results_coco(gt, records, iou_type)
-        with contextlib.redirect_stdout(io.StringIO()):
-            evaluator = COCOeval(gt, dt, iou_type)
-            if image_ids is not None:
-                evaluator.params.imgIds = list(image_ids)
-            if cat_ids is not None:
-                evaluator.params.catIds = sorted(set(int(c) for c in cat_ids))
-            evaluator.evaluate()
-            evaluator.accumulate()
-            evaluator.summarize()
-        scores[iou_type] = CocoScores(tuple(float(v) for v in evaluator.stats))
-    return scores
-
-
 # ------------------------------------------------------------------------------------------------------------ table
-COLUMNS = ("model", "box mAP50-95", "box mAP50", "mask mAP50-95", "mask mAP50", "images/s",
-           "Δ box mAP50-95", "Δ box mAP50", "Δ mask mAP50-95", "Δ mask mAP50", "Δ images/s")
-METRIC_KEYS = (("box", "mAP50-95"), ("box", "mAP50"), ("mask", "mAP50-95"), ("mask", "mAP50"))
+GROUPS = ("box", "mask", "pose")  # report groups of the "bbox", "segm" and "keypoints" scores
+METRICS = ("mAP50-95", "mAP50")
+
+
+def _groups(rows: Sequence[dict]) -> list[str]:
+    """The score groups a table shows: box always, mask and pose when some row has them."""
+    return [g for g in GROUPS if g == "box" or any(row.get(g) for row in rows)]
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -472,33 +391,36 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """One markdown table of report rows: the four mAPs, images/s, and each row's delta against the first.
+    """One markdown table of report rows: mAP50-95 and mAP50 per group, images/s, deltas against the first row.
 
-    Each row is a report row (``label``, ``box``/``mask`` {metric: value} or None, ``images_per_s``,
-    ``delta``). Deltas of mAPs are absolute; the images/s delta is relative (percent).
+    Each row is a report row (``label``, ``box``/``mask``/``pose`` {metric: value} or None,
+    ``images_per_s``, ``delta``). Box columns are always shown, mask and pose columns when some row
+    has them. Deltas of mAPs are absolute; the images/s delta is relative (percent).
     """
+    keys = [(g, m) for g in _groups(rows) for m in METRICS]
+    columns = ["model", *(f"{g} {m}" for g, m in keys), "images/s", *(f"Δ {g} {m}" for g, m in keys), "Δ images/s"]
     body = []
     for row in rows:
         cells = [row["label"]]
-        for group, key in METRIC_KEYS:
+        for group, key in keys:
             cells.append(_fmt(row[group][key] if row.get(group) else None))
         cells.append(f"{row['images_per_s']:.2f}")
         delta = row.get("delta")
         if delta is None:
-            cells += [""] * 5
+            cells += [""] * (len(keys) + 1)
         else:
-            for group, key in METRIC_KEYS:
+            for group, key in keys:
                 cells.append(_fmt(delta.get(f"{group} {key}"), signed=True))
             rel = delta.get("images/s %")
             cells.append("-" if rel is None else f"{rel:+.1f}%")
         body.append(cells)
-    widths = [max(len(COLUMNS[i]), *(len(r[i]) for r in body)) for i in range(len(COLUMNS))]
+    widths = [max(len(columns[i]), *(len(r[i]) for r in body)) for i in range(len(columns))]
 
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
 
     sep = "|" + "|".join(("-" * (w + 1) + ("-" if i == 0 else ":")) for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(COLUMNS), sep] + [line(r) for r in body])
+    return "\n".join([line(columns), sep] + [line(r) for r in body])
 
 
 def parse_table(text: str) -> list[dict[str, str]]:
@@ -534,7 +456,7 @@ def _add_deltas(rows: list[dict]) -> None:
     first = rows[0]
     for row in rows[1:]:
         delta: dict[str, float | None] = {}
-        for group, key in METRIC_KEYS:
+        for group, key in ((g, m) for g in GROUPS for m in METRICS):
             a, b = first.get(group), row.get(group)
             delta[f"{group} {key}"] = (b[key] - a[key]) if a and b and a[key] >= 0 and b[key] >= 0 else None
         base = first["images_per_s"]
@@ -577,30 +499,55 @@ def _first_line(exc: BaseException) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tools/eval_coco.py",
-        description="COCO box/mask mAP of exported YOLOv8 ONNX models through runtime.Predictor "
-                    f"(conf {VAL_CONF}, iou {VAL_IOU}, max_det {VAL_MAX_DET}), optionally against Ultralytics' "
-                    "own predict of a .pt, in one table.")
+        description="COCO box / mask / keypoint mAP of exported YOLOv8 and YOLO11 ONNX models through "
+                    f"runtime.Predictor (conf {VAL_CONF}, iou {VAL_IOU}, max_det {VAL_MAX_DET}), in one table: "
+                    "against a COCO annotation file (--ann, optionally beside Ultralytics' own predict of a .pt), "
+                    "or, with no labels, against a reference model's own detections (--fidelity-to).")
     p.add_argument("--model", action="append", required=True, metavar="ONNX",
                    help="model to evaluate (repeat for several; the first is the baseline of the deltas)")
-    p.add_argument("--images", required=True, metavar="DIR", help="folder of the annotated images")
-    p.add_argument("--ann", required=True, metavar="JSON", help="COCO instances annotation file")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of the images")
+    p.add_argument("--ann", default=None, metavar="JSON",
+                   help="COCO annotation file: instances_*.json (box, mask) or person_keypoints_*.json (box, OKS)")
+    p.add_argument("--fidelity-to", default=None, metavar="REF",
+                   help="label-free: score each --model against REF.onnx's own detections on every image in "
+                        "--images (no --ann); REF's own row is the control and reads 1.0")
+    p.add_argument("--gt-conf", type=float, default=None, metavar="C",
+                   help=f"with --fidelity-to: REF's detections with score >= C are the ground truth "
+                        f"(default {DEFAULT_GT_CONF})")
     p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
                    help="letterbox size N or H W (default: the model's own; a fixed-input model only takes its size)")
     p.add_argument("--batch", type=int, default=None, help="images per inference call (dynamic-batch models)")
+    p.add_argument("--engine", default=None, help="inference engine passed to runtime.Predictor (default: its own)")
+    p.add_argument("--precision", default=None, help="precision passed to runtime.Predictor (default: its own)")
     p.add_argument("--reference-pt", default=None, metavar="PT",
-                   help="add a row from ultralytics YOLO(PT).predict with the same settings and letterbox")
+                   help="with --ann: add a row from ultralytics YOLO(PT).predict with the same settings and letterbox")
     p.add_argument("--out", default=None, metavar="JSON", help="write the report here (atomically)")
     p.add_argument("--save-results", default=None, metavar="DIR", help="write each row's COCO results JSON here")
     p.add_argument("--multi-label", action="store_true", help="multi-label NMS (Ultralytics' validator mode)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N image ids only")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate the first N images only (by image id with --ann, by file name otherwise)")
     p.add_argument("--skip-missing", action="store_true",
-                   help="evaluate the annotated images present on disk instead of failing on missing ones")
+                   help="with --ann: evaluate the annotated images present on disk instead of failing on missing ones")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (onnxruntime, and torch for the reference)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if args.ann is None and args.fidelity_to is None:
+        raise EvalError("give --ann JSON (score against COCO labels) or --fidelity-to REF.onnx (label-free: score "
+                        "against REF's own detections)")
+    if args.ann is not None and args.fidelity_to is not None:
+        raise EvalError("--ann and --fidelity-to are two different evaluations; give one of them")
+    if args.fidelity_to is None:
+        if args.gt_conf is not None:
+            raise EvalError("--gt-conf only applies with --fidelity-to")
+    else:
+        for flag, value in (("--reference-pt", args.reference_pt), ("--skip-missing", args.skip_missing)):
+            if value:
+                raise EvalError(f"{flag} only applies with --ann")
+        if args.gt_conf is not None and not 0.0 < args.gt_conf <= 1.0:
+            raise EvalError(f"--gt-conf must be within (0, 1], got {args.gt_conf}")
     if args.imgsz is not None and len(args.imgsz) > 2:
         raise EvalError(f"--imgsz takes N or H W, got {args.imgsz}")
     for name in ("batch", "limit", "threads"):
@@ -613,6 +560,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EvalError(f"--save-results {args.save_results} exists and is not a folder")
     if len({str(Path(m).resolve()) for m in args.model}) != len(args.model):
         raise EvalError(f"the same model is given twice: {', '.join(args.model)}")
+    if args.fidelity_to and str(Path(args.fidelity_to).resolve()) in {str(Path(m).resolve()) for m in args.model}:
+        raise EvalError(f"{args.fidelity_to} is the --fidelity-to reference; its control row is printed anyway, "
+                        "leave it out of --model")
 
 
 def _labels(models: Sequence[str]) -> list[str]:
@@ -620,40 +570,125 @@ def _labels(models: Sequence[str]) -> list[str]:
     return [str(m) if names.count(n) > 1 else n for m, n in zip(models, names)]
 
 
+def _imgsz(args: argparse.Namespace):
+    return None if args.imgsz is None else (args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz))
+
+
+def _predictor(args: argparse.Namespace, model_path: str):
+    return make_predictor(model_path, imgsz=_imgsz(args), batch=args.batch, threads=args.threads,
+                          multi_label=args.multi_label, engine=args.engine, precision=args.precision)
+
+
+def _settings_line(args: argparse.Namespace, tasks: Sequence[str], num_keypoints: int | None) -> str:
+    nms_mode = "multi-label" if args.multi_label else "single-label"
+    parts = [f"conf {VAL_CONF}, iou {VAL_IOU}, max_det {VAL_MAX_DET}, {nms_mode} NMS"]
+    if "segment" in tasks:
+        parts.append("masks as RLE at original resolution")
+    if "pose" in tasks:
+        sigmas = "COCO's 17 sigmas (pycocotools' kpt_oks_sigmas)" if num_keypoints in (None, 17) else \
+            f"sigmas 1/{num_keypoints} (not COCO's 17 keypoints)"
+        parts.append(f"keypoints by OKS with {sigmas}")
+    parts.append(f"batch {args.batch or 1}, threads {args.threads or 'default'}")
+    if args.engine or args.precision:
+        parts.append(f"engine {args.engine or 'default'}, precision {args.precision or 'default'}")
+    return "settings: " + ", ".join(parts)
+
+
+def _settings_report(args: argparse.Namespace) -> dict[str, Any]:
+    return {"conf": VAL_CONF, "iou": VAL_IOU, "max_det": VAL_MAX_DET, "multi_label": args.multi_label,
+            "agnostic": False, "masks": "RLE at original resolution", "imgsz_arg": args.imgsz,
+            "batch": args.batch, "threads": args.threads, "engine": args.engine, "precision": args.precision,
+            "timing": "images/s = evaluated images / seconds spent producing results in the predict loop "
+                      "(image reading included, COCO conversion excluded), after one untimed warm-up image"}
+
+
+def _write_outputs(args: argparse.Namespace, out: TextIO, runs: Sequence[ModelRun], rows: list[dict],
+                   report: dict, extra_files: Sequence[tuple[str, Any]] = ()) -> None:
+    """Write the results files and the report (each atomically), after the table is printed."""
+    from runtime.files import atomic_write_json, atomic_write_text
+
+    results_files = []
+    if args.save_results:
+        for name, obj in extra_files:
+            path = Path(args.save_results) / name
+            atomic_write_text(path, json.dumps(obj, separators=(",", ":")))
+            results_files.append(path)
+        for k, (model_run, row) in enumerate(zip(runs, rows)):
+            path = Path(args.save_results) / f"{k + 1}-{_safe_name(model_run.label)}.results.json"
+            atomic_write_text(path, json.dumps(model_run.records, separators=(",", ":")))
+            row["results_file"] = str(path)
+            results_files.append(path)
+    if args.out:
+        atomic_write_json(args.out, report)
+    if results_files:
+        print(f"results: {', '.join(str(p) for p in results_files)}", file=out)
+    if args.out:
+        print(f"report: {args.out}", file=out)
+
+
+def _report_head(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    return {"tool": "tools/eval_coco.py", "mode": mode,
+            "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": ["tools/eval_coco.py", *args.argv] if hasattr(args, "argv") else None}
+
+
+def _single_instance_note(annotations: CocoAnnotations, image_ids: Sequence[Any]) -> str | None:
+    name = single_instance_category(annotations, image_ids)
+    if name is None:
+        return None
+    return (f"note: single-{name} images only (every evaluated image holds exactly one non-crowd {name} "
+            "annotation): figures run higher than on full val2017")
+
+
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """The CLI's work once arguments are parsed; raises EvalError / runtime errors for bad inputs."""
     _check_args(args)
+    return _run_label_free(args, out, err) if args.fidelity_to else _run_annotated(args, out, err)
+
+
+def _run_annotated(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     progress = not args.no_progress
 
-    # 1. Check every input before running anything: annotations, images, models, class names.
+    # 1. Check every input before running anything: annotations, images, models, class names, keypoints.
     annotations = load_annotations(args.ann)
     selection: ImageSelection = select_images(annotations, args.images, limit=args.limit,
                                               skip_missing=args.skip_missing)
-    imgsz = None if args.imgsz is None else (args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz))
     predictors, cat_maps = [], []
+    num_keypoints = None
     for model_path in args.model:
-        predictor = make_predictor(model_path, imgsz=imgsz, batch=args.batch, threads=args.threads,
-                                   multi_label=args.multi_label)
-        if predictor.spec.task not in ("detect", "segment"):
-            raise EvalError(f"{model_path}: task '{predictor.spec.task}' cannot be scored against COCO instances "
-                            "(detect or segment only)")
-        if predictor.spec.task == "segment" and not annotations.has_segmentation:
+        predictor = _predictor(args, model_path)
+        task = predictor.spec.task
+        if task not in ("detect", "segment", "pose"):
+            raise EvalError(f"{model_path}: task '{task}' cannot be scored against COCO annotations "
+                            "(detect, segment or pose only)")
+        if task == "segment" and not annotations.has_segmentation:
             raise EvalError(f"{args.ann}: some annotations lack 'segmentation'; cannot score the masks of {model_path}")
-        cat_maps.append(category_map(predictor.names, annotations.categories, model_label=str(model_path)))
+        cat_ids = category_map(predictor.names, annotations.categories, model_label=str(model_path))
+        if task == "pose":
+            num_keypoints = _check_keypoints(annotations, cat_ids, predictor.spec.kpt_shape, str(model_path))
+        cat_maps.append(cat_ids)
         predictors.append(predictor)
     reference = None
     first = predictors[0]
     ref_rect = first.spec.input_hw is None and first.rect
     if args.reference_pt:
         reference = load_reference(args.reference_pt, annotations.categories)
+        ref_model, ref_cat_ids = reference
+        if ref_model.task == "segment" and not annotations.has_segmentation:
+            raise EvalError(f"{args.ann}: some annotations lack 'segmentation'; cannot score the masks of "
+                            f"{args.reference_pt}")
+        if ref_model.task == "pose":
+            kpt_shape = getattr(ref_model.model, "kpt_shape", None) or ref_model.model.yaml.get("kpt_shape")
+            num_keypoints = _check_keypoints(annotations, ref_cat_ids, kpt_shape, str(args.reference_pt))
 
+    tasks = [p.spec.task for p in predictors] + ([reference[0].task] if reference else [])
     print(f"annotations: {annotations.path} ({len(annotations.images)} images, {annotations.num_annotations} "
           f"instances, {len(annotations.categories)} categories)", file=out)
     print(selection.statement(), file=out)
-    nms_mode = "multi-label" if args.multi_label else "single-label"
-    print(f"settings: conf {VAL_CONF}, iou {VAL_IOU}, max_det {VAL_MAX_DET}, {nms_mode} NMS, "
-          f"masks as RLE at original resolution, batch {args.batch or 1}, threads {args.threads or 'default'}",
-          file=out)
+    note = _single_instance_note(annotations, selection.image_ids)
+    if note:
+        print(note, file=out)
+    print(_settings_line(args, tasks, num_keypoints), file=out)
     out.flush()
 
     # 2. Run and score every model; nothing is written until all rows are done.
@@ -678,19 +713,16 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     # 3. Print the table, then write the files.
     print(format_table(rows), file=out)
-    results_files = []
-    if args.save_results:
-        from runtime.files import atomic_write_text
-
-        for k, (model_run, row) in enumerate(zip(runs, rows)):
-            path = Path(args.save_results) / f"{k + 1}-{_safe_name(model_run.label)}.results.json"
-            atomic_write_text(path, json.dumps(model_run.records, separators=(",", ":")))
-            row["results_file"] = str(path)
-            results_files.append(path)
+    settings = _settings_report(args)
+    settings.update({
+        "reference_letterbox": _letterbox_mode(ref_rect) if reference is not None else None,
+        "categories": "model classes mapped to annotation categories by name; COCOeval restricted "
+                      "to each model's categories and to the evaluated image ids"})
+    if num_keypoints is not None:
+        settings["keypoints"] = {"num_keypoints": num_keypoints, "oks_sigmas": oks_sigmas(num_keypoints).tolist(),
+                                 "max_dets": 20, "records": "keypoints [x, y, visibility score, ...] unrounded"}
     report = {
-        "tool": "tools/eval_coco.py",
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": ["tools/eval_coco.py", *args.argv] if hasattr(args, "argv") else None,
+        **_report_head(args, "annotations"),
         "annotations": {"path": str(annotations.path.resolve()), "sha256": annotations.sha256,
                         "images": len(annotations.images), "instances": annotations.num_annotations,
                         "categories": len(annotations.categories)},
@@ -700,25 +732,110 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                    "limit": selection.limit, "unannotated_on_disk": selection.unannotated_on_disk,
                    "image_ids": selection.image_ids},
         "statement": selection.statement(),
-        "settings": {"conf": VAL_CONF, "iou": VAL_IOU, "max_det": VAL_MAX_DET, "multi_label": args.multi_label,
-                     "agnostic": False, "masks": "RLE at original resolution", "imgsz_arg": args.imgsz,
-                     "batch": args.batch, "threads": args.threads,
-                     "reference_letterbox": _letterbox_mode(ref_rect) if reference is not None else None,
-                     "timing": "images/s = evaluated images / seconds spent producing results in the predict loop "
-                               "(image reading included, COCO conversion excluded), after one untimed warm-up image",
-                     "categories": "model classes mapped to annotation categories by name; COCOeval restricted "
-                                   "to each model's categories and to the evaluated image ids"},
+        "notes": [note] if note else [],
+        "settings": settings,
         "rows": rows,
         "versions": _versions(reference is not None),
     }
-    if args.out:
-        from runtime.files import atomic_write_json
+    _write_outputs(args, out, runs, rows, report)
+    return 0
 
-        atomic_write_json(args.out, report)
-    if results_files:
-        print(f"results: {', '.join(str(p) for p in results_files)}", file=out)
-    if args.out:
-        print(f"report: {args.out}", file=out)
+
+def _check_keypoints(annotations: CocoAnnotations, cat_ids: Sequence[int], kpt_shape: Sequence[int] | None,
+                     model_label: str) -> int:
+    """Keypoints per object in both the annotations and the model; EvalError naming the file when they differ."""
+    k = keypoint_count(annotations, cat_ids, model_label=model_label)
+    model_k = int(kpt_shape[0]) if kpt_shape else None
+    if model_k != k:
+        raise EvalError(f"{model_label}: the model predicts {model_k} keypoints per object, {annotations.path} "
+                        f"annotates {k}")
+    return k
+
+
+def _run_label_free(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from runtime.sources import list_images
+    from tools.fidelity import candidate_run, reference_run
+
+    progress = not args.no_progress
+    gt_conf = DEFAULT_GT_CONF if args.gt_conf is None else args.gt_conf
+
+    # 1. Check every input before running anything: images, reference, candidates.
+    images_dir = Path(args.images)
+    if not images_dir.is_dir():
+        raise EvalError(f"{images_dir}: image folder not found")
+    from runtime import InputError
+
+    try:
+        all_paths = list_images(images_dir)
+    except InputError as exc:
+        raise EvalError(str(exc)) from None
+    paths = all_paths[:args.limit] if args.limit else all_paths
+    reference = _predictor(args, args.fidelity_to)
+    if reference.spec.task not in ("detect", "segment", "pose"):
+        raise EvalError(f"{args.fidelity_to}: task '{reference.spec.task}' has no label-free score "
+                        "(detect, segment or pose only)")
+    candidates = []
+    for model_path in args.model:
+        candidate = _predictor(args, model_path)
+        check_compatible(reference, candidate)
+        candidates.append(candidate)
+    ref_label = Path(args.fidelity_to).name
+    task = reference.spec.task
+    num_keypoints = reference.spec.kpt_shape[0] if task == "pose" and reference.spec.kpt_shape else None
+
+    statement = f"images: {images_dir} ({len(paths)} of {len(all_paths)} images" + (
+        f"; --limit {args.limit}: first by file name)" if len(paths) < len(all_paths) else ")")
+    print(f"label-free fidelity: each model scored against {ref_label}'s own detections with score >= {gt_conf:g} "
+          "as ground truth (no labels)", file=out)
+    print(statement, file=out)
+    print(_settings_line(args, [task], num_keypoints) + f", up to {VAL_MAX_DET} detections per image scored",
+          file=out)
+    out.flush()
+
+    # 2. Reference once (ground truth and control row), then every candidate; nothing is written until done.
+    bar = ProgressBar(len(paths), f"{ref_label} (reference)", stream=err, enabled=progress)
+    pgt, ref_records, control = reference_run(reference, paths, gt_conf=gt_conf, on_image=bar.update)
+    bar.close()
+    runs = [ModelRun(f"{ref_label} (control: itself)", "onnx", task, ref_records.records, ref_records.num_images,
+                     ref_records.seconds, pgt.category_ids, _model_info(reference), ref_records.speed_ms)]
+    all_scores = [control]
+    for candidate, label in zip(candidates, _labels(args.model)):
+        bar = ProgressBar(len(paths), label, stream=err, enabled=progress)
+        cand_records, scores = candidate_run(pgt, candidate, paths, on_image=bar.update)
+        bar.close()
+        runs.append(ModelRun(label, "onnx", task, cand_records.records, cand_records.num_images, cand_records.seconds,
+                             pgt.category_ids, _model_info(candidate), cand_records.speed_ms))
+        all_scores.append(scores)
+    rows = [_row_report(model_run, scores) for model_run, scores in zip(runs, all_scores)]
+    _add_deltas(rows)
+
+    # 3. Print the table, then write the files.
+    kpt_note = ""
+    if task == "pose":
+        labelled = sum(a["num_keypoints"] for a in pgt.datasets["keypoints"]["annotations"])
+        kpt_note = f", {labelled} keypoints with visibility > 0.5"
+    print(f"ground truth: {pgt.num_objects} objects of {ref_label} in {len(paths)} images{kpt_note}", file=out)
+    print(format_table(rows), file=out)
+    print("1.0 = the same detections as the reference; the control row checks the scoring and reads 1.0", file=out)
+    settings = _settings_report(args)
+    settings.update({
+        "gt_conf": gt_conf, "max_dets_scored": VAL_MAX_DET,
+        "ground_truth": f"{ref_label}'s detections with score >= {gt_conf:g}; categories = its classes; areas: "
+                        "mask area (segment), 0.53 x box area (pose), box area (detect); keypoints with "
+                        "visibility > 0.5 labelled (v=2), others unlabelled (v=0)",
+    })
+    report = {
+        **_report_head(args, "label-free"),
+        "reference": {**_model_info(reference), "ground_truth_objects": pgt.num_objects},
+        "images": {"dir": str(images_dir.resolve()), "on_disk": len(all_paths), "evaluated": len(paths),
+                   "limit": args.limit, "files": [p.name for p in paths]},
+        "statement": statement,
+        "settings": settings,
+        "rows": rows,
+        "versions": _versions(False),
+    }
+    _write_outputs(args, out, runs, rows, report,
+                   extra_files=[(f"0-{_safe_name(ref_label)}.pseudo-gt.json", pgt.datasets["bbox"])])
     return 0
 
 
