@@ -4,6 +4,7 @@
                             [--warmup W] [--repeat R] [--mode predict|val] [--limit N]
                             [--compare-ultralytics yolov8n-seg.pt] [--baseline FLOAT.onnx]
                             [--baseline-without-read-ahead] [--cold-start]
+                            [--engine onnxruntime,openvino,openvino:f32] [--device CPU]
                             [--json OUT.json]
 
 For every batch size: model load (Predictor construction), preprocess, inference, decode, NMS,
@@ -25,6 +26,11 @@ block by block with ``--model``, and prints baseline / model per stage; with
 equal to ``--model`` then times what the read-ahead buys). ``--cold-start``
 times ``python -m runtime.infer IMAGE --model M --no-save`` as a whole child process.
 
+``--engine`` names one or more inference engines, each optionally with a precision
+(``openvino:f32``); every model is then timed on each of them, all interleaved block by block in
+this one process, and the report prints first engine / each other engine per stage. The machine
+header lists both engines' versions and the ISA flags or capabilities each can use.
+
 Absolute numbers depend on the machine and its load; compare ratios measured in the same run.
 """
 
@@ -38,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +65,8 @@ from bench.machine import (  # noqa: E402
     reset_peak_rss,
     summarize,
 )
+from runtime.engine import DEFAULT_ENGINE, normalize_precision  # noqa: E402
+from runtime.errors import YoloRuntimeError  # noqa: E402
 
 SCHEMA_VERSION = 1
 OUR_STAGES = ("preprocess", "inference", "decode", "nms", "masks")
@@ -97,8 +106,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cold-start", action="store_true",
                    help="also time `python -m runtime.infer IMAGE --model M --no-save` as a whole process")
     p.add_argument("--cold-repeat", type=int, default=3, help="timed cold-start runs after one warm-up (default 3)")
+    p.add_argument("--engine", type=engine_list, default=[EngineChoice(DEFAULT_ENGINE)], metavar="E[:P],...",
+                   help="comma-separated inference engines to time, each optionally with a precision, e.g. "
+                        "onnxruntime,openvino,openvino:f32 (default onnxruntime; the first is the reference of "
+                        "the engine ratios)")
+    p.add_argument("--device", default=None, help="OpenVINO device (default CPU)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write every figure to this JSON file")
     return p
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """One engine to time: its registry name and the precision asked of it (None: its default)."""
+
+    name: str
+    precision: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.precision is None else f"{self.name}:{self.precision}"
+
+
+def engine_list(text: str) -> list[EngineChoice]:
+    """argparse type: comma-separated ENGINE[:PRECISION], e.g. "onnxruntime,openvino:f32"."""
+    import argparse
+
+    from runtime.engine import ENGINES
+    from runtime.errors import InputError
+
+    choices = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, precision = item.partition(":")
+        if name not in ENGINES:
+            raise argparse.ArgumentTypeError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+        try:
+            choices.append(EngineChoice(name, normalize_precision(precision or None)))
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not choices:
+        raise argparse.ArgumentTypeError(f"expected comma-separated engine names, got {text!r}")
+    labels = [c.label for c in choices]
+    if len(set(labels)) != len(labels):
+        raise argparse.ArgumentTypeError(f"an engine is named twice in {text!r}")
+    return choices
 
 
 def shared_dir() -> Path:
@@ -160,31 +212,33 @@ def _per_image(result) -> dict[str, float]:
     return sp
 
 
-def make_predictor(model: Path, settings: dict, threads: int | None, batch: int | None, read_ahead: bool = True):
+def make_predictor(model: Path, settings: dict, threads: int | None, batch: int | None, read_ahead: bool = True,
+                   engine: EngineChoice = EngineChoice(DEFAULT_ENGINE), device: str | None = None):
     from runtime import Predictor
 
     return Predictor(model, conf=settings["conf"], iou=settings["iou"], max_det=settings["max_det"],
                      threads=threads, batch=batch, retina_masks=settings["retina_masks"],
-                     rle_masks=settings["rle_masks"], read_ahead=read_ahead)
+                     rle_masks=settings["rle_masks"], read_ahead=read_ahead, engine=engine.name,
+                     precision=engine.precision, device=device)
 
 
-def run_ours(models: list[tuple[Path, bool]], images: list[np.ndarray], batches: list[int], settings: dict,
-             args) -> list[list[dict]]:
-    """Time our Predictor for every (model, read_ahead) at every batch size; one list of JSON blocks (one
-    per batch size) per model.
+def run_ours(models: list[tuple[Path, bool, EngineChoice]], images: list[np.ndarray], batches: list[int],
+             settings: dict, args) -> list[list[dict]]:
+    """Time our Predictor for every (model, read_ahead, engine) at every batch size; one list of JSON
+    blocks (one per batch size) per model and engine.
 
     Phase 1, one model and batch size after the other: construct the Predictor (model load), run the
     warm-up calls, and read the peak RSS. Phase 2, interleaved: the images are cut into blocks of
     lcm(batch sizes) images and every block is run through every (model, batch size) Predictor,
     starting with a different one each block, so drifting load from other processes hits all alike
-    and the ratios between batch sizes and between models stay meaningful on a shared machine.
+    and the ratios between batch sizes, models and engines stay meaningful on a shared machine.
     """
     configs = []
-    for index, (model, read_ahead), batch in [(i, m, b) for i, m in enumerate(models) for b in batches]:
+    for index, (model, read_ahead, engine), batch in [(i, m, b) for i, m in enumerate(models) for b in batches]:
         reset_ok = reset_peak_rss()
         rss_before = current_rss_mib()
         t0 = time.perf_counter()
-        predictor = make_predictor(model, settings, args.threads, batch, read_ahead)
+        predictor = make_predictor(model, settings, args.threads, batch, read_ahead, engine, args.device)
         load_ms = (time.perf_counter() - t0) * 1e3
         effective = predictor.batch
         for w in range(max(args.warmup, 0)):
@@ -192,6 +246,7 @@ def run_ours(models: list[tuple[Path, bool]], images: list[np.ndarray], batches:
             predictor.predict_batch((images[start:] + images[:start])[:effective])
         peak = peak_rss_mib()
         configs.append({"index": index, "batch": batch, "predictor": predictor, "effective": effective, "load_ms": load_ms,
+                        "engine_label": engine.label,
                         "peak": peak, "added": peak - rss_before if reset_ok else None, "reset_ok": reset_ok,
                         "samples": {k: [] for k in STAGES}, "detections": [], "wall": 0.0, "calls": 0})
 
@@ -236,6 +291,8 @@ def run_ours(models: list[tuple[Path, bool]], images: list[np.ndarray], batches:
         n = len(c["detections"])
         runs[c["index"]].append({
             "batch": batch,
+            "engine_label": c["engine_label"],
+            "engine": c["predictor"].engine.settings,
             "batch_effective": effective,
             "fixed_batch_model": fixed,
             "note": note,
@@ -284,15 +341,48 @@ def baseline_report(baseline: Path, read_ahead: bool, baseline_runs: list[dict],
             "ratio_baseline_over_model": ratios}
 
 
-def print_baseline(baseline: dict) -> None:
+def print_baseline(baseline: dict, engine_label: str | None = None) -> None:
     without = "" if baseline["read_ahead"] else " without read-ahead"
-    print(f"\nbaseline {baseline['model']}{without}, timed interleaved with the model above:")
+    on = f" on {engine_label}" if engine_label else ""
+    print(f"\nbaseline {baseline['model']}{without}{on}, timed interleaved with the model above:")
     for run in baseline["runs"]:
         print_run(run)
     rows = [[f"batch {b}"] + [r[k] for k in ("inference", "postprocess", "total", "images_per_s")]
             for b, r in baseline["ratio_baseline_over_model"].items()]
     print("\nbaseline / model (p50; images/s: model / baseline; > 1: the model is faster)")
     print(format_table(["", "inference", "postprocess", "total", "images/s"], rows))
+
+
+# ------------------------------------------------------------------------------------------------ engines
+def format_engine(settings: dict) -> str:
+    """One line of what an engine runs with: version, device, precision, threads."""
+    parts = [f"{settings.get('engine')} {settings.get('version')}", f"device {settings.get('device')}",
+             f"precision {settings.get('precision')}", f"threads {settings.get('threads') or 'default'}"]
+    if settings.get("providers"):
+        parts.append(f"providers {settings['providers']}")
+    return ", ".join(parts)
+
+
+def engine_ratios(engines: list[EngineChoice], engine_runs: list[list[dict]]) -> dict:
+    """First engine / each other engine, p50 per stage and batch size (> 1: that engine is faster);
+    images/s the other way round. Empty with one engine."""
+    out = {}
+    for engine, these in zip(engines[1:], engine_runs[1:]):
+        per_batch = {}
+        for ref, run in zip(engine_runs[0], these):
+            block = {k: ratio(ref["stages"][k]["p50"], run["stages"][k]["p50"]) for k in STAGES if k != "load"}
+            block["images_per_s"] = ratio(run["images_per_s"] or 0.0, ref["images_per_s"] or 0.0)
+            per_batch[str(run["batch"])] = block
+        out[engine.label] = per_batch
+    return out
+
+
+def print_engine_ratios(first: str, ratios: dict) -> None:
+    columns = ("preprocess", "inference", "decode", "nms", "masks", "postprocess", "total", "images_per_s")
+    rows = [[f"{label} batch {b}"] + [r[k] for k in columns] for label, per_batch in ratios.items()
+            for b, r in per_batch.items()]
+    print(f"\n{first} / engine (p50 per stage; images/s: engine / {first}; > 1: the engine is faster)")
+    print(format_table(["engine"] + [c.replace("images_per_s", "images/s") for c in columns], rows))
 
 
 # ------------------------------------------------------------------------------------------------ Ultralytics
@@ -315,7 +405,7 @@ def run_compare(model: Path, reference: Path, images: list[np.ndarray], settings
     import torch
     from ultralytics import YOLO
 
-    ours = make_predictor(model, settings, args.threads, 1)
+    ours = make_predictor(model, settings, args.threads, 1, True, args.engine[0], args.device)
     imgsz = list(ours.imgsz)
     rect = ours.spec.input_hw is None  # a fixed-size export letterboxes to a square: theirs must too
     yolo = YOLO(str(reference), task=ours.spec.task)
@@ -400,31 +490,64 @@ def print_compare(cmp: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ cold start
-def _run_child(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, int, str]:
-    """Run one child; (wall s, its own peak RSS MiB, return code, stderr tail)."""
+# The child runs `python -m runtime.infer ARGS` through runpy and, on its way out, writes its own peak
+# RSS (VmHWM of its address space) to stderr. wait4's ru_maxrss cannot serve: Linux carries the
+# high-water mark of the address space a process had before exec into it, and subprocess spawns the
+# child with this (large, bench-sized) process's memory mapped.
+_PEAK_MARK = "__cold_start_peak_rss_kib="
+_CHILD = ("import runpy, sys\n"
+          "try:\n"
+          "    runpy.run_module('runtime.infer', run_name='__main__', alter_sys=True)\n"
+          "finally:\n"
+          "    try:\n"
+          "        hwm = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')]\n"
+          "    except OSError:\n"
+          "        hwm = []\n"
+          f"    sys.stderr.write('\\n{_PEAK_MARK}' + (hwm[0] if hwm else '-1') + '\\n')\n")
+
+
+def _run_child(args: list[str], env: dict, cwd: Path) -> tuple[float, float, int, str]:
+    """Run ``python -m runtime.infer ARGS`` as a child; (wall s, its own peak RSS MiB, return code,
+    stderr tail)."""
     with tempfile.TemporaryFile() as err:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD] + args, env=env, cwd=str(cwd),
+                                stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        tail = err.read().decode(errors="replace")[-2000:]
-    return wall, usage.ru_maxrss / 1024, proc.returncode, tail  # ru_maxrss is KiB on Linux
+        text = err.read().decode(errors="replace")
+    head, _, kib = text.rpartition(_PEAK_MARK)
+    try:
+        peak_kib = int(kib.split()[0])
+    except (ValueError, IndexError):
+        peak_kib, head = -1, text
+    if peak_kib < 0:
+        peak_kib = usage.ru_maxrss  # no /proc: an upper bound (KiB on Linux)
+    return wall, peak_kib / 1024, proc.returncode, head[-2000:]
 
 
-def run_cold_start(model: Path, image: Path, repeat: int, threads: int | None) -> dict:
-    cmd = [sys.executable, "-m", "runtime.infer", str(image), "--model", str(model), "--no-save"]
+def run_cold_start(model: Path, image: Path, repeat: int, threads: int | None,
+                   engine: EngineChoice = EngineChoice(DEFAULT_ENGINE), device: str | None = None) -> dict:
+    """Wall time and peak RSS of the CLI as a child process, after one untimed run (which fills the OS
+    file cache, Numba's cache on a numba-jit tree, and OpenVINO's compiled-model cache)."""
+    args = [str(image), "--model", str(model), "--no-save"]
     if threads is not None:
-        cmd += ["--threads", str(threads)]
+        args += ["--threads", str(threads)]
+    if engine.name != DEFAULT_ENGINE or engine.precision is not None:
+        args += ["--engine", engine.name] + (["--precision", engine.precision] if engine.precision else [])
+    if device is not None:
+        args += ["--device", device]
+    cmd = [sys.executable, "-m", "runtime.infer"] + args
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    warm_wall, warm_rss, rc, tail = _run_child(cmd, env, REPO_ROOT)  # fills the Numba / OS file caches
+    warm_wall, warm_rss, rc, tail = _run_child(args, env, REPO_ROOT)  # fills the OS / Numba / OpenVINO caches
     if rc != 0:
         raise SystemExit(f"error: cold-start command failed (rc {rc}): {' '.join(cmd)}\n{tail}")
     walls, rsses = [], []
     for _ in range(max(repeat, 1)):
-        wall, rss, rc, tail = _run_child(cmd, env, REPO_ROOT)
+        wall, rss, rc, tail = _run_child(args, env, REPO_ROOT)
         if rc != 0:
             raise SystemExit(f"error: cold-start command failed (rc {rc}): {' '.join(cmd)}\n{tail}")
         walls.append(wall * 1e3)
@@ -437,9 +560,10 @@ def run_cold_start(model: Path, image: Path, repeat: int, threads: int | None) -
     }
 
 
-def print_cold(cold: dict) -> None:
+def print_cold(cold: dict, engine_label: str | None = None) -> None:
     w = cold["wall_ms"]
-    print(f"\nCLI cold start ({w['count']} runs after 1 warm-up): wall p50 {w['p50']:.0f} ms "
+    on = f" on {engine_label}" if engine_label else ""
+    print(f"\nCLI cold start{on} ({w['count']} runs after 1 warm-up): wall p50 {w['p50']:.0f} ms "
           f"(min {w['min']:.0f}, max {w['max']:.0f}), child peak RSS {cold['peak_rss_mib']['max']:.0f} MiB")
 
 
@@ -467,43 +591,58 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     print(format_machine(facts))
 
-    models = [(args.model, True)] + ([(args.baseline, not args.baseline_without_read_ahead)]
-                                     if args.baseline is not None else [])
-    runs, *baseline_runs = run_ours(models, images, args.batch, settings, args)
+    engines: list[EngineChoice] = args.engine
+    models = [(args.model, True, e) for e in engines]
+    if args.baseline is not None:
+        models += [(args.baseline, not args.baseline_without_read_ahead, e) for e in engines]
+    try:
+        all_runs = run_ours(models, images, args.batch, settings, args)
+        spec_probe = make_predictor(args.model, settings, args.threads, None, True, engines[0], args.device).spec
+    except YoloRuntimeError as exc:  # an engine that is not installed, or an option it refuses
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    engine_runs, baseline_runs = all_runs[:len(engines)], all_runs[len(engines):]
+    runs = engine_runs[0]
     rt = runtime_facts()  # after our runs, before Ultralytics: did our decode pull in Numba?
     print(f"runtime {rt['version']}: decode kernels {rt['decode_backend']}, numba imported: {rt['numba_imported']}")
     first = runs[0]
-    spec_probe = make_predictor(args.model, settings, args.threads, None).spec
     print(f"\nmodel {args.model} ({spec_probe.task}, input {spec_probe.input_hw or 'dynamic H/W'}, batch "
           f"{spec_probe.batch or 'dynamic'}), mode {args.mode} (conf {settings['conf']}, iou {settings['iou']}, "
           f"max_det {settings['max_det']}, masks {'native RLE' if settings['rle_masks'] else 'letterbox bitmaps'}), "
           f"{len(images)} images x {max(args.repeat, 1)} passes, warmup {args.warmup}")
-    for run in runs:
-        print_run(run)
+    for engine, these in zip(engines, engine_runs):
+        print(f"\nengine {engine.label}: {format_engine(these[0]['engine'])}")
+        for run in these:
+            print_run(run)
     base = next((r for r in runs if r["batch_effective"] == 1), first)
     scaling = {str(r["batch"]): ratio(r["images_per_s"] or 0.0, base["images_per_s"] or 0.0) for r in runs}
     if len(runs) > 1:
-        print(f"\nthroughput vs batch {base['batch']}: "
+        print(f"\nthroughput vs batch {base['batch']}{f' on {engines[0].label}' if len(engines) > 1 else ''}: "
               + ", ".join(f"batch {k}: {v:.2f}x" for k, v in scaling.items() if v is not None))
 
-    baseline = None
-    if baseline_runs:
-        baseline = baseline_report(args.baseline, not args.baseline_without_read_ahead, baseline_runs[0], runs)
-        print_baseline(baseline)
+    baselines: list[dict | None] = [None] * len(engines)
+    for k, these in enumerate(baseline_runs):
+        baselines[k] = baseline_report(args.baseline, not args.baseline_without_read_ahead, these, engine_runs[k])
+        print_baseline(baselines[k], engines[k].label if len(engines) > 1 else None)
+
+    ratios = engine_ratios(engines, engine_runs)
+    if ratios:
+        print_engine_ratios(engines[0].label, ratios)
 
     compare = None
     if args.compare_ultralytics is not None:
         compare = run_compare(args.model, args.compare_ultralytics, images, settings, args, args.mode)
         print_compare(compare)
 
-    cold = None
+    colds: list[dict | None] = [None] * len(engines)
     if args.cold_start:
-        try:
-            cold = run_cold_start(args.model, paths[0], args.cold_repeat, args.threads)
-        except SystemExit as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        print_cold(cold)
+        for k, engine in enumerate(engines):
+            try:
+                colds[k] = run_cold_start(args.model, paths[0], args.cold_repeat, args.threads, engine, args.device)
+            except SystemExit as exc:
+                print(exc, file=sys.stderr)
+                return 2
+            print_cold(colds[k], engine.label if len(engines) > 1 else None)
 
     report = {
         "tool": "bench/latency.py",
@@ -523,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
             "baseline": str(args.baseline) if args.baseline else None,
             "baseline_without_read_ahead": bool(args.baseline_without_read_ahead),
             "cold_start": bool(args.cold_start),
+            "engines": [e.label for e in engines],
+            "device": args.device,
         },
         "machine": facts,
         "runtime": rt,
@@ -537,9 +678,13 @@ def main(argv: list[str] | None = None) -> int:
         "stages": list(STAGES),
         "runs": runs,
         "throughput_vs_batch1": scaling,
-        "baseline": baseline,
+        "baseline": baselines[0],
         "compare_ultralytics": compare,
-        "cold_start": cold,
+        "cold_start": colds[0],
+        "engines": [{"label": e.label, "engine": e.name, "precision_asked": e.precision,
+                     "settings": these[0]["engine"], "runs": these, "baseline": baselines[k], "cold_start": colds[k],
+                     "ratio_first_over_this": ratios.get(e.label)}
+                    for k, (e, these) in enumerate(zip(engines, engine_runs))],
     }
     if args.json is not None:
         from runtime.files import atomic_write_text

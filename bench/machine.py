@@ -1,8 +1,8 @@
 """Machine facts and small measurement helpers shared by the benchmark scripts.
 
 Every benchmark states the machine it ran on (CPU model, cores, the ISA flags that decide which
-onnxruntime kernels run, library versions), because absolute timings only mean something next to
-them. Speed claims are made as ratios against a baseline timed in the same run.
+onnxruntime kernels run and the capabilities OpenVINO reports, library versions), because absolute
+timings only mean something next to them. Speed claims are made as ratios against a baseline timed in the same run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ import numpy as np
 # int8 GEMM of quantized models: VNNI, as AVX512-VNNI or the VEX-coded AVX-VNNI of client cores).
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+
+# Of those, the ones onnxruntime's CPU provider can use: it has no bf16 kernels on x86 (AMX serves its
+# int8 GEMM only), so avx512_bf16 goes to OpenVINO alone.
+ORT_ISA_FLAGS = tuple(f for f in ISA_FLAGS if f != "avx512_bf16")
 
 PERCENTILES = (50, 90, 99)
 
@@ -77,6 +81,8 @@ def machine_facts() -> dict:
         facts["onnxruntime_providers"] = list(ort.get_available_providers())
     except ImportError:
         facts["onnxruntime"], facts["onnxruntime_providers"] = None, []
+    facts["onnxruntime_isa"] = [f for f in ORT_ISA_FLAGS if f in flags]
+    facts.update(openvino_facts())
     facts["numpy"] = np.__version__
     facts["numba"] = _version("numba")
     facts["opencv"] = _version("opencv-python-headless") or _version("opencv-python")
@@ -84,8 +90,29 @@ def machine_facts() -> dict:
     return facts
 
 
+def openvino_facts() -> dict:
+    """OpenVINO's version, devices and what its CPU plugin says it can use (None / [] when not installed):
+    ``OPTIMIZATION_CAPABILITIES`` (FP32, BF16, FP16, INT8, ...) and its default inference precision."""
+    facts: dict = {"openvino": None, "openvino_devices": [], "openvino_cpu_capabilities": [],
+                   "openvino_cpu_precision": None}
+    try:
+        import openvino as ov
+    except ImportError:
+        return facts
+    facts["openvino"] = ov.__version__.split("-")[0]
+    try:
+        core = ov.Core()
+        facts["openvino_devices"] = list(core.available_devices)
+        if "CPU" in facts["openvino_devices"]:
+            facts["openvino_cpu_capabilities"] = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            facts["openvino_cpu_precision"] = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    except Exception:  # noqa: BLE001 - a broken plugin must not stop a benchmark
+        pass
+    return facts
+
+
 def format_machine(facts: dict) -> str:
-    """Two human lines about the machine."""
+    """Three human lines about the machine: CPU, software, and what each inference engine can use."""
     isa = facts.get("isa", {})
     shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in isa]
     flags = " ".join(f"{f}={'yes' if isa[f] else 'no'}" for f in shown)
@@ -94,7 +121,15 @@ def format_machine(facts: dict) -> str:
     line2 = (f"software: python {facts.get('python')}, onnxruntime {facts.get('onnxruntime')} "
              f"{facts.get('onnxruntime_providers')}, numpy {facts.get('numpy')}, numba {facts.get('numba')}, "
              f"opencv {facts.get('opencv')}")
-    return line1 + "\n" + line2
+    ort_isa = " ".join(facts.get("onnxruntime_isa") or []) or "-"
+    line3 = f"engines: onnxruntime {facts.get('onnxruntime')} uses {ort_isa}"
+    if facts.get("openvino"):
+        line3 += (f" | openvino {facts['openvino']} on {','.join(facts.get('openvino_devices') or []) or '-'}, CPU "
+                  f"capabilities {' '.join(facts.get('openvino_cpu_capabilities') or []) or '-'}, default precision "
+                  f"{facts.get('openvino_cpu_precision')}")
+    else:
+        line3 += " | openvino not installed"
+    return line1 + "\n" + line2 + "\n" + line3
 
 
 # ------------------------------------------------------------------------------------------------ memory

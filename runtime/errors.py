@@ -11,3 +11,7 @@ class ModelError(YoloRuntimeError):
 
 class InputError(YoloRuntimeError):
     """An image, folder or argument passed by the caller is unusable."""
+
+
+class EngineNotInstalledError(YoloRuntimeError, ImportError):
+    """The inference engine asked for is not installed; the message says how to install it."""

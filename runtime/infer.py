@@ -14,10 +14,10 @@ import cv2
 
 from .coco import result_to_coco
 from .draw import annotate
+from .engine import DEFAULT_ENGINE, ENGINES, EXPORT_HINT
 from .errors import InputError, ModelError, YoloRuntimeError
 from .files import atomic_write_bytes, atomic_write_json
 from .predictor import Predictor
-from .session import EXPORT_HINT
 
 STAGES = (("preprocess", "pre"), ("inference", "infer"), ("decode", "decode"), ("nms", "nms"), ("masks", "masks"))
 
@@ -38,7 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-det", type=int, default=300, help="most detections per image (default 300)")
     parser.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
     parser.add_argument("--batch", type=int, default=None, help="images per inference call (dynamic-batch models)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    parser.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
+                        help=f"inference engine (default {DEFAULT_ENGINE}; openvino needs "
+                             '`pip install "yolo-edge-runtime[openvino]"`)')
+    parser.add_argument("--precision", default=None, metavar="P",
+                        help="inference precision: f32, bf16 or f16 (default: the engine's own; OpenVINO picks "
+                             "bf16 on CPUs that have it, onnxruntime runs f32)")
+    parser.add_argument("--device", default=None,
+                        help="OpenVINO device: CPU (default), GPU, NPU or AUTO")
     parser.add_argument("--save-dir", type=Path, default=Path("runs/infer"),
                         help="folder for annotated images and JSON (default runs/infer)")
     parser.add_argument("--no-save", action="store_true", help="do not write annotated images")
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         model = find_model(args.model)
         predictor = Predictor(model, conf=args.conf, iou=args.iou, max_det=args.max_det, classes=args.classes,
                               agnostic=args.agnostic, imgsz=args.imgsz, threads=args.threads, batch=args.batch,
-                              retina_masks=True)
+                              retina_masks=True, engine=args.engine, precision=args.precision, device=args.device)
         records = []
         names_seen: set[str] = set()
         for index, (result, image) in enumerate(predictor.stream_with_images(args.paths)):

@@ -1,4 +1,4 @@
-"""Predictor: images in, Results out, through one onnxruntime session."""
+"""Predictor: images in, Results out, through one inference engine (onnxruntime or OpenVINO)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .engine import DEFAULT_ENGINE, open_engine
 from .errors import InputError
 from .letterbox import Letterbox, letterbox_into, plan_letterbox
 from .postprocess import Postprocessor, PostprocessSettings
 from .result import Result
-from .session import open_session, run_session, session_spec
+from .spec import read_model_spec
 from .sources import Source, expand_source, load_image
 
 LOGGER = logging.getLogger(__name__)
@@ -51,7 +52,11 @@ class Predictor:
     used when the model takes any input size and all images of a batch share a shape.
     ``retina_masks`` gives masks at original-image resolution instead of letterbox resolution;
     ``rle_masks`` gives them as COCO RLE instead of bitmaps. ``batch`` is how many images go into
-    one ``session.run`` for a dynamic-batch model (a fixed-batch model always gets its own size).
+    one inference call for a dynamic-batch model (a fixed-batch model always gets its own size).
+    ``engine`` names the inference library (see :data:`runtime.engine.ENGINES`: "onnxruntime", the
+    default, or "openvino"); ``precision`` ("f32", "bf16", "f16"; None: the engine's default) and
+    ``device`` (OpenVINO's CPU, GPU, NPU, AUTO) are passed to it, ``threads`` sets its thread count
+    and ``providers`` onnxruntime's execution providers.
     ``predict`` may be called from several threads at once. The images of one batch are
     postprocessed two at a time (this thread and a worker) unless ``threads`` is 1; a batch of one
     image then has a worker thread read its outputs into the shared cache while it is decoded
@@ -63,15 +68,18 @@ class Predictor:
                  imgsz: int | Sequence[int] | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None, *, batch: int | None = None, rect: bool = True,
                  multi_label: bool = False, retina_masks: bool = False, rle_masks: bool = False,
-                 read_ahead: bool = True) -> None:
+                 read_ahead: bool = True, engine: str = DEFAULT_ENGINE, precision: str | None = None,
+                 device: str | None = None) -> None:
         if not 0.0 <= conf <= 1.0:
             raise InputError(f"conf must be within [0, 1], got {conf}")
         if not 0.0 <= iou <= 1.0:
             raise InputError(f"iou must be within [0, 1], got {iou}")
         if max_det < 1:
             raise InputError(f"max_det must be >= 1, got {max_det}")
-        self.session = open_session(model, threads, providers)
-        self.spec = session_spec(self.session, model)
+        self.engine = open_engine(model, engine, threads=threads, providers=providers, precision=precision,
+                                  device=device)
+        e = self.engine
+        self.spec = read_model_spec(model, e.metadata, e.inputs, e.outputs)
         class_tuple = None if classes is None else tuple(int(c) for c in classes)
         if class_tuple is not None:
             bad = [c for c in class_tuple if not 0 <= c < self.spec.nc]
@@ -92,7 +100,7 @@ class Predictor:
             self.batch = batch or 1
         self._buffers = _InputBuffers()
         # The images of a batch are postprocessed on this thread and one worker (the kernels drop the
-        # GIL), and a lone image's outputs are read ahead on the second core, unless the session was
+        # GIL), and a lone image's outputs are read ahead on the second core, unless the engine was
         # asked to use one thread or there is one CPU.
         self._host_pool = None
         if (threads is None or threads > 1) and _usable_cpus() > 1:
@@ -139,7 +147,7 @@ class Predictor:
         """Yield (Result, BGR image) pairs, for callers that also draw or crop the images.
 
         The next batch is read and letterboxed on a worker thread while the current one runs
-        through the model (image decoding, resizing and onnxruntime all release the GIL).
+        through the model (image decoding, resizing and the inference engines all release the GIL).
         """
         items = expand_source(source)
         chunks = [items[i:i + self.batch] for i in range(0, len(items), self.batch)]
@@ -186,7 +194,7 @@ class Predictor:
         n = len(batch.images)
         t0 = time.perf_counter()
         try:
-            outputs = run_session(self.session, self.spec, batch.tensor)
+            outputs = self.engine.run(batch.tensor)
         finally:
             self._buffers.release(batch.tensor)
         shared = dict(batch.speed, inference=(time.perf_counter() - t0) * 1e3 / n)
@@ -222,7 +230,7 @@ def _usable_cpus() -> int:
 
 @dataclass(frozen=True)
 class _PreparedBatch:
-    """A batch read and letterboxed, ready for the session."""
+    """A batch read and letterboxed, ready for the engine."""
 
     images: list[np.ndarray]
     paths: list[str | None]
@@ -235,7 +243,7 @@ class _InputBuffers:
     """Reusable input tensors: letterboxing into the buffer of the previous batch instead of a fresh
     allocation took 0.46 instead of 0.60 ms per 640x640 float32 image here (no page faults).
 
-    A buffer is taken while a batch is prepared and given back once the session has run it. At
+    A buffer is taken while a batch is prepared and given back once the engine has run it. At
     most ``keep`` buffers are kept, the most recently returned ones (prefetching needs two).
     """
 

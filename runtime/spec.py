@@ -77,7 +77,7 @@ class ModelSpec:
 
     @property
     def output_names(self) -> list[str]:
-        """Names to fetch from the session, in a fixed order."""
+        """The outputs the postprocess reads, in a fixed order."""
         if self.layout == STANDARD_LAYOUT:
             return [self.output0] + ([self.proto] if self.proto else [])
         names = [n for lv in self.levels for n in (lv.box, lv.cls, lv.extra) if n]
@@ -139,10 +139,11 @@ def _truncated_levels(path: Path, output_names: Sequence[str], task: str) -> tup
 
 
 def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Sequence[Any], outputs: Sequence[Any]) -> ModelSpec:
-    """Build a ModelSpec from a session's metadata map and input/output descriptions.
+    """Build a ModelSpec from an engine's metadata map and input/output descriptions.
 
-    ``inputs`` / ``outputs`` are onnxruntime ``NodeArg`` objects (anything with ``.name`` and
-    ``.shape``). Raises ModelError naming the file and what is wrong.
+    ``inputs`` / ``outputs`` are :class:`runtime.engine.TensorInfo` records or onnxruntime
+    ``NodeArg`` objects (anything with ``.name``, ``.shape`` and an onnxruntime type string
+    ``.type``). Raises ModelError naming the file and what is wrong.
     """
     path = Path(path)
     if len(inputs) != 1:

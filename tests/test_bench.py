@@ -174,6 +174,48 @@ def test_latency_val_mode_compare_ultralytics(tmp_path, random_seg_onnx, random_
     assert _number(dets["ours"]) and _number(dets["theirs"])
 
 
+def test_latency_times_engines_interleaved(tmp_path, random_seg_onnx, two_images, monkeypatch):
+    openvino = pytest.importorskip("openvino")
+    monkeypatch.setenv("YOLO_EDGE_OPENVINO_CACHE", str(tmp_path / "cache"))
+    report = _run_latency(tmp_path, ["--model", str(random_seg_onnx), "--images", str(two_images), "--batch", "1",
+                                     "--warmup", "1", "--threads", "1", "--engine", "onnxruntime,openvino:f32",
+                                     "--cold-start", "--cold-repeat", "1"])
+    _check_latency_report(report, [1], "predict")
+    machine = report["machine"]
+    assert machine["openvino"] in openvino.__version__ and "CPU" in machine["openvino_devices"]
+    assert "FP32" in machine["openvino_cpu_capabilities"]
+    assert set(machine["onnxruntime_isa"]) <= {f for f, present in machine["isa"].items() if present}
+    assert report["settings"]["engines"] == ["onnxruntime", "openvino:f32"]
+    first, second = report["engines"]
+    assert first["runs"] == report["runs"] and first["ratio_first_over_this"] is None
+    assert first["settings"]["engine"] == "onnxruntime" and first["settings"]["precision"] == "f32"
+    assert second["engine"] == "openvino" and second["precision_asked"] == "f32"
+    assert second["settings"]["precision"] == "f32" and second["settings"]["threads"] == 1
+    run = second["runs"][0]
+    assert run["images"] == 2 and run["engine"]["engine"] == "openvino"
+    for stage, block in run["stages"].items():
+        _check_stats(block, f"openvino {stage}")
+    ratios = second["ratio_first_over_this"]["1"]
+    assert math.isclose(ratios["inference"], report["runs"][0]["stages"]["inference"]["p50"]
+                        / run["stages"]["inference"]["p50"])
+    assert {"preprocess", "decode", "masks", "total", "images_per_s"} <= ratios.keys()
+    for block in (first, second):
+        cold = block["cold_start"]
+        _check_stats(cold["wall_ms"], "cold_start.wall_ms")
+        assert 10 < cold["peak_rss_mib"]["max"] < 2000
+    assert report["cold_start"] == first["cold_start"]
+    assert second["cold_start"]["command"][-4:] == ["--engine", "openvino", "--precision", "f32"]
+
+
+@pytest.mark.parametrize("value,message", [("tensorrt", "unknown engine 'tensorrt'"),
+                                           ("openvino:int4", "unknown precision 'int4'"),
+                                           ("openvino,openvino", "named twice")], ids=["name", "precision", "twice"])
+def test_latency_refuses_bad_engine_lists(random_seg_onnx, two_images, capsys, value, message):
+    with pytest.raises(SystemExit):
+        latency.main(["--model", str(random_seg_onnx), "--images", str(two_images), "--engine", value])
+    assert message in capsys.readouterr().err
+
+
 def test_latency_missing_model_or_images(tmp_path, two_images, capsys):
     assert latency.main(["--model", str(tmp_path / "nope.onnx"), "--images", str(two_images)]) == 2
     (tmp_path / "m.onnx").write_bytes(b"")

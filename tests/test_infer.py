@@ -74,10 +74,29 @@ def test_no_save_and_classes(random_detect_onnx, image_dir, tmp_path, capsys):
     assert counts == "no detections" or all(part.split(" ", 1)[1] == "0" for part in counts.split(", "))  # class "0"
 
 
+def _counts(line: str) -> str:
+    return line.split(" | ")[0]
+
+
+def test_engine_precision_and_device_options(random_seg_onnx, image_dir, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("YOLO_EDGE_OPENVINO_CACHE", str(tmp_path / "cache"))
+    common = [str(image_dir), "--model", str(random_seg_onnx), "--conf", "0.3", "--no-save"]
+    assert main(common) == 0
+    reference = [_counts(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(common + ["--engine", "openvino", "--precision", "f32", "--device", "CPU"]) == 0
+    assert [_counts(line) for line in capsys.readouterr().out.splitlines()] == reference
+    assert main(common + ["--precision", "bf16"]) == 2  # onnxruntime runs f32 only
+    assert "onnxruntime engine runs float models at f32 only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(common + ["--engine", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
 def test_help_documents_every_option():
     text = build_parser().format_help()
     for option in ("--model", "--conf", "--iou", "--imgsz", "--classes", "--save-dir", "--json", "--no-save",
-                   "--threads", "--max-det", "--agnostic", "--batch"):
+                   "--threads", "--max-det", "--agnostic", "--batch", "--engine", "--precision", "--device"):
         assert option in text
     out = subprocess.run([sys.executable, "-m", "runtime.infer", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--model" in out.stdout
