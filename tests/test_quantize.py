@@ -1,4 +1,4 @@
-"""tools/quantize.py (+ quant_report.py, sensitivity.py): W8A8 QDQ quantization of truncated-head exports.
+"""tools/quantize.py (+ recipe.py, qdq.py, quant_report.py, sensitivity.py): W8A8 QDQ of truncated-head exports.
 
 Small and fast: random-init models exported at imgsz 320 (tests/conftest.py), a handful of calibration images
 written into a temp folder (Ultralytics' bundled bus.jpg / zidane.jpg plus synthetic ones).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,11 @@ pytest.importorskip("onnxruntime.quantization")
 cv2 = pytest.importorskip("cv2")
 
 from tools import quantize as qz  # noqa: E402
+from tools.quant_model import branch_nodes  # noqa: E402
+from runtime.files import file_sha256  # noqa: E402
 
 N_CALIB = 4  # of the 6 images written: 2 stay held back for the report
+AUTO_EXCLUDE = 2  # the report fixture also runs the sensitivity analysis and keeps this many groups float
 
 
 # --------------------------------------------------------------------------------------------------------- fixtures
@@ -53,7 +57,8 @@ def quantized_detect(random_detect_onnx, calib_dir, tmp_path_factory):
     out = out_dir / "detect-w8a8.onnx"
     rep = out_dir / "report"
     rc = qz.main([str(random_detect_onnx), "--calib", str(calib_dir), "--num", str(N_CALIB), "--seed", "0",
-                  "-o", str(out), "--report", str(rep), "--report-images", "2", "--sensitivity-images", "1"])
+                  "-o", str(out), "--report", str(rep), "--report-images", "2", "--sensitivity-images", "1",
+                  "--auto-exclude", str(AUTO_EXCLUDE)])
     assert rc == 0
     return out, rep
 
@@ -110,34 +115,48 @@ def test_quantized_model_runs_in_predictor(quantized_detect, random_detect_onnx,
 def test_quantized_model_is_int8_with_metadata(quantized_detect, random_detect_onnx):
     out, _ = quantized_detect
     model = onnx.load(str(out))
-    ops = [n.op_type for n in model.graph.node]
-    assert ops.count("QuantizeLinear") > 50 and ops.count("DequantizeLinear") > 100
     kinds = _conv_weight_sources(model)
     meta = {p.key: p.value for p in model.metadata_props}
     q = json.loads(meta["quantization"])
     excluded = set(q["excluded_nodes"])
-    head = set(qz.head_nodes(random_detect_onnx)) if qz.DEFAULT_RECIPE.float_head else set()
-    assert len(head) == (6 if head else 0) and head <= excluded  # box_pN / cls_pN convs stay float by default
-    k = qz.DEFAULT_RECIPE.auto_exclude
-    assert len(q.get("auto_exclude", {}).get("groups", [])) == k and len(excluded) == len(head) + 3 * k
+    head = set(qz.head_nodes(random_detect_onnx))
+    branches = set(branch_nodes(random_detect_onnx))
+    assert len(head) == 6 and head <= branches <= excluded  # box_pN / cls_pN convs and their towers stay float
+    branch_convs = {n for n in branches if n in kinds}
+    assert branch_convs == {n for n in kinds if "/model.22/cv2" in n or "/model.22/cv3" in n}  # found structurally
+    groups = q["auto_exclude"]["groups"]
+    assert len(groups) == AUTO_EXCLUDE and not set(groups) & branches
     assert {n for n, kind in kinds.items() if kind == "float"} == {n for n in kinds if n in excluded}
-    assert sum(kind == "int8" for kind in kinds.values()) == len(kinds) - len(head) - k  # all other convs int8
-    float_weights = {n.input[1] for n in model.graph.node if n.name in excluded and n.op_type == "Conv"}
-    big_float = [k for k, v in _inits(model).items() if v.dtype == np.float32 and v.size > 64
-                 and k not in float_weights and not k.endswith("bias")]
-    assert big_float == []  # no float weights left but the excluded convs' (scales and biases are small vectors)
-    # int8 storage: apart from the weights the recipe keeps float, the file is under 30% of the float one
+    assert sum(kind == "int8" for kind in kinds.values()) == len(kinds) - len(branch_convs) - AUTO_EXCLUDE
+    # openvino layout: each int8 conv reads a dequantized activation and a per-output-channel int8 weight
     inits = _inits(model)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if kinds.get(node.name) != "int8":
+            continue
+        act, weight = producer[node.input[0]], producer[node.input[1]]
+        assert act.op_type == "DequantizeLinear" and producer[act.input[0]].op_type == "QuantizeLinear"
+        assert inits[weight.input[1]].shape == (inits[weight.input[0]].shape[0],)  # one scale per output channel
+        assert next(a.i for a in weight.attribute if a.name == "axis") == 0
+    quantized = {producer[n.input[0]].input[0] for n in model.graph.node if kinds.get(n.name) == "int8"}
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == len(quantized)  # one quantizer per tensor, shared by all its readers
+    assert not any(n.op_type == "Sigmoid" and n.input[0] in producer and producer[n.input[0]].op_type ==
+                   "DequantizeLinear" for n in model.graph.node)  # SiLU inputs are never rounded
+    float_weights = {n.input[1] for n in model.graph.node if n.name in excluded and n.op_type == "Conv"}
+    big_float = [k for k, v in inits.items() if v.dtype == np.float32 and v.size > 64
+                 and k not in float_weights and "bias" not in k and not k.endswith("_scale")]
+    assert big_float == []  # no float weights left but the excluded convs' (scales and biases are small vectors)
     kept_float = sum(inits[w].nbytes for w in float_weights if w in inits)
     assert out.stat().st_size - kept_float <= 0.30 * random_detect_onnx.stat().st_size
     float_meta = {p.key: p.value for p in onnx.load(str(random_detect_onnx)).metadata_props}
     assert all(meta[k] == v for k, v in float_meta.items())  # float metadata kept
-    assert q["format"] == "QDQ" and q["weight_type"] == "QInt8"
+    assert q["format"] == "QDQ" and q["weight_type"] == "QInt8" and q["target_engine"] == "openvino"
     assert q["activation_type"] == ("QUInt8" if qz.DEFAULT_RECIPE.activation_type == "u8" else "QInt8")
     assert q["calibration_images"] == N_CALIB and q["calibration_seed"] == 0
-    assert q["float_source_sha256"] == qz.sha256_file(random_detect_onnx)
-    for key in ("method", "per_channel", "activation_symmetric", "weight_symmetric", "reduce_range",
-                "excluded_nodes"):
+    assert q["float_source_sha256"] == file_sha256(random_detect_onnx)
+    for key in ("method", "per_channel", "activation_symmetric", "weight_symmetric", "bias_correction",
+                "float_branches", "excluded_nodes", "recipe"):
         assert key in q
 
 
@@ -148,24 +167,24 @@ def test_excluded_nodes_stay_float(random_detect_onnx, calib_dir, tmp_path):
     exclude = groups[first] + [last]  # first Conv with its SiLU, and a bare head conv
     out = tmp_path / "ex.onnx"
     rc = qz.main([str(random_detect_onnx), "--calib", str(calib_dir), "--num", "2", "-o", str(out),
-                  "--auto-exclude", "0", "--no-float-head", "--exclude", *exclude])
+                  "--no-float-head", "--no-float-branches", "--exclude", *exclude])
     assert rc == 0
     model = onnx.load(str(out))
     kinds = _conv_weight_sources(model)
     assert kinds[first] == "float" and kinds[last] == "float"
     assert sum(k == "int8" for k in kinds.values()) == len(kinds) - 2
-    # the SiLU of the excluded conv computes on float values: its Sigmoid reads the conv output directly
+    # the excluded convs read float activations, not a DequantizeLinear
     producers = {o: n for n in model.graph.node for o in n.output}
     nodes = {n.name: n for n in model.graph.node}
-    sig = nodes[groups[first][1]]
-    assert producers[sig.input[0]].name == first
+    for name in (first, last):
+        assert producers[nodes[name].input[0]].op_type != "DequantizeLinear"
     assert json.loads({p.key: p.value for p in model.metadata_props}["quantization"])["excluded_nodes"] == exclude
 
 
 def test_float_head_keeps_outputs_unrounded(random_detect_onnx, calib_dir, tmp_path):
     out = tmp_path / "fh.onnx"
     assert qz.main([str(random_detect_onnx), "--calib", str(calib_dir), "--num", "2", "-o", str(out),
-                    "--auto-exclude", "0", "--float-head"]) == 0
+                    "--float-head", "--no-float-branches"]) == 0
     model = onnx.load(str(out))
     producers = {o: n for n in model.graph.node for o in n.output}
     for o in model.graph.output:  # every output comes straight from a float Conv, not from DequantizeLinear
@@ -201,18 +220,20 @@ def test_calibration_reader_is_reiterable_and_matches_letterbox(random_detect_on
     np.testing.assert_array_equal(first[0][info.input_name][0], want)
 
 
-def test_same_seed_same_scales(random_detect_onnx, calib_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("target", ["openvino", "onnxruntime"])
+def test_same_seed_same_scales(random_detect_onnx, calib_dir, tmp_path, monkeypatch, target):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # onnxruntime's shape inference likes to drop temp files into the current directory
     paths = []
-    for i, seed in enumerate((3, 3)):
+    for i, seed in enumerate((3, 3, 4)):
         out = tmp_path / f"r{i}.onnx"
         assert qz.main([str(random_detect_onnx), "--calib", str(calib_dir), "--num", "2", "--seed", str(seed),
-                        "--auto-exclude", "0", "-o", str(out)]) == 0
+                        "--target", target, "-o", str(out)]) == 0
         paths.append(out)
-    a, b = _quant_params(paths[0]), _quant_params(paths[1])
+    a, b, c = (_quant_params(p) for p in paths)
     assert a.keys() == b.keys() and len(a) > 100
+    assert any(not np.array_equal(a[k], c[k]) for k in a)  # another draw of images gives other scales
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert qz.select_images(calib_dir, 2, 3) != qz.select_images(calib_dir, 2, 4)
@@ -228,13 +249,23 @@ def test_report_files_agree_with_json(quantized_detect):
     md = (rep / "report.md").read_text()
     assert md == render_markdown(report)  # the markdown is generated from exactly the JSON data
     tensors = report["tensors"]
-    assert len(tensors) > 100 and {t["kind"] for t in tensors} == {"activation", "weight"}
+    model = onnx.load(str(out))
+    int8_convs = sum(kind == "int8" for kind in _conv_weight_sources(model).values())
+    quantizers = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    assert sum(t["kind"] == "weight" for t in tensors) == int8_convs > 30  # every int8 weight and activation
+    assert sum(t["kind"] == "activation" for t in tensors) == quantizers
     snr = [t["snr_db"] for t in tensors]
     assert snr == sorted(snr)  # worst first
     for t in tensors:
         assert f"| {t['tensor']} |" in md
         assert -1.0001 <= t["cosine"] <= 1.0001 and t["mse"] >= 0
     assert set(report["outputs"]) == {"box_p3", "cls_p3", "box_p4", "cls_p4", "box_p5", "cls_p5", "mean"}
+    branches = report["branches"]
+    assert set(branches) == {"box", "cls"}
+    assert branches["box"] == pytest.approx(np.mean([report["outputs"][f"box_p{k}"] for k in (3, 4, 5)]), abs=1e-5)
+    tm = report["task_metrics"]  # a random model may find nothing to score against: then it says so
+    assert ("error" in tm and "detections" in tm["error"]) or (0 <= tm["box"]["mAP50-95"] <= 1 and tm["images"] == 2)
+    assert "## Task metrics (label-free)" in md
     sp = report["speed"]
     assert sp["float_ms"] > 0 and sp["w8a8_ms"] > 0 and abs(sp["ratio"] - sp["float_ms"] / sp["w8a8_ms"]) < 0.01
     assert report["size"]["w8a8_bytes"] == out.stat().st_size
@@ -243,7 +274,7 @@ def test_report_files_agree_with_json(quantized_detect):
     gains = [g["gain"] for g in sens["groups"]]
     assert gains == sorted(gains, reverse=True) and len(gains) > 40
     a = report["auto_exclude"]
-    assert a["k"] == qz.DEFAULT_RECIPE.auto_exclude and a["groups"] == [g["name"] for g in sens["groups"][:a["k"]]]
+    assert a["k"] == AUTO_EXCLUDE and a["groups"] == [g["name"] for g in sens["groups"][:a["k"]]]
     assert "## Auto-exclude" in md and "## Sensitivity" in md
 
 
@@ -254,16 +285,17 @@ def test_prepare_model_takes_relative_paths(random_detect_onnx, tmp_path, monkey
     assert out == (tmp_path / "pre.onnx").resolve() and out.is_file()
 
 
-def test_sensitivity_ranks_groups(random_detect_onnx, calib_dir, tmp_path):
+@pytest.mark.parametrize("target", ["openvino", "onnxruntime"])
+def test_sensitivity_ranks_groups(random_detect_onnx, calib_dir, tmp_path, target):
+    from tools.recipe import calibrate_model, preset
     from tools.sensitivity import run_sensitivity
 
-    recipe = qz.Recipe(num=2)
+    recipe = replace(preset(target), num=2)
     info = qz.inspect_float_model(random_detect_onnx)
     chosen, held = qz.select_images(calib_dir, recipe.num, recipe.seed)
-    pre = qz.prepare_model(random_detect_onnx, tmp_path / "pre.onnx")
-    table = qz.load_or_calibrate(pre, info, chosen, recipe, None, tmp_path)
-    groups = [name for name, nodes in qz.conv_groups(pre).items() if len(nodes) == 3]  # Conv + Sigmoid + Mul
-    res = run_sensitivity(pre, table, recipe, info, held[:1], tmp_path, threads=1, groups=groups[-3:], log=None)
+    calibrated = calibrate_model(info, chosen, recipe, tmp_path)
+    groups = [name for name, nodes in qz.conv_groups(calibrated.model_path).items() if len(nodes) == 3][:8]
+    res = run_sensitivity(calibrated, recipe, info, held[:1], tmp_path, threads=1, groups=groups[-3:], log=None)
     assert len(res.groups) == 3 and res.baseline > 0
     gains = [g.gain for g in res.groups]
     assert gains == sorted(gains, reverse=True)
@@ -351,3 +383,110 @@ def test_already_quantized_is_refused(quantized_detect, calib_dir, tmp_path, cap
     out, _ = quantized_detect
     err = _run_error([out, "--calib", calib_dir, "-o", tmp_path / "o.onnx"], capsys)
     assert "already quantized" in err
+
+
+# ------------------------------------------------------------------------------------------------ recipe and layout
+def test_quantized_pose_model_runs_in_predictor(random_pose_onnx, calib_dir, tmp_path):
+    from runtime import Predictor
+
+    out = tmp_path / "pose-w8a8.onnx"
+    assert qz.main([str(random_pose_onnx), "--calib", str(calib_dir), "--num", "3", "-o", str(out)]) == 0
+    kinds = _conv_weight_sources(onnx.load(str(out)))
+    assert sum(k == "int8" for k in kinds.values()) > 30
+    kpt_branch = {n for n in branch_nodes(random_pose_onnx) if n in kinds and "/cv4" in n}
+    assert kpt_branch and all(kinds[n] == "float" for n in kpt_branch)  # the keypoint tower stays float
+    images = sorted(calib_dir.iterdir())[:2]
+    q_results = Predictor(out, conf=0.001).predict(images)
+    f_results = Predictor(random_pose_onnx, conf=0.001).predict(images)
+    for q, f in zip(q_results, f_results):
+        assert q.keypoints is not None and q.keypoints.shape[1:] == (17, 3)
+        assert q.keypoints.shape[0] == len(q.scores) > 0
+        assert abs(len(q.scores) - len(f.scores)) <= max(3, 0.2 * len(f.scores))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--silu-clip", "7"], "--target onnxruntime"),
+    (["--method", "entropy"], "--target onnxruntime"),
+    (["--target", "onnxruntime", "--bias-correction"], "--no-bias-correction"),
+], ids=["silu-clip", "entropy", "bias-correction"])
+def test_options_of_the_other_target_are_refused(random_detect_onnx, calib_dir, tmp_path, capsys, argv, message):
+    out = tmp_path / "o.onnx"
+    err = _run_error([random_detect_onnx, "--calib", calib_dir, "-o", out, *argv], capsys)
+    assert message in err and not out.exists()
+
+
+def test_weight_scale_keeps_a_per_tensor_grid_and_refines_real_weights():
+    from tools.qdq import quantize_weight
+
+    rng = np.random.default_rng(0)
+    step = np.float32(0.01)
+    levels = rng.integers(-127, 128, (8, 4, 3, 3))
+    levels[0, 0, 0, 0] = 127  # the tensor's max-abs sits on the grid's end
+    levels[3] = rng.integers(-10, 11, (4, 3, 3))  # a quiet channel: its own max-abs scale would miss the grid
+    on_grid = (levels * step).astype(np.float32)
+    q, scale = quantize_weight(on_grid)
+    np.testing.assert_array_equal(q, levels)  # every channel keeps the tensor's grid: lossless
+    real = rng.normal(0, 1, (8, 4, 3, 3)).astype(np.float32) * np.geomspace(0.01, 1, 8)[:, None, None, None]
+    q_pc, s_pc = quantize_weight(real)
+    q_pt, s_pt = quantize_weight(real, per_channel=False)
+    err_pc = np.abs(q_pc * s_pc[:, None, None, None] - real).max(axis=(1, 2, 3))
+    err_pt = np.abs(q_pt * s_pt[:, None, None, None] - real).max(axis=(1, 2, 3))
+    assert np.all(err_pc <= err_pt + 1e-7) and err_pc[0] < 0.1 * err_pt[0]
+    assert q_pc.dtype == np.int8 and np.abs(q_pc).max() <= 127
+
+
+@pytest.mark.parametrize("act_type, symmetric", [("u8", False), ("s8", False), ("s8", True), ("u8", True)])
+def test_activation_qparams_cover_the_range(act_type, symmetric):
+    from tools.qdq import activation_qparams
+
+    lo, hi = -0.28, 6.5
+    scale, zp = activation_qparams(lo, hi, act_type, symmetric)
+    info = np.iinfo(zp.dtype)
+    q_lo, q_hi = np.rint(lo / scale) + int(zp), np.rint(hi / scale) + int(zp)
+    assert info.min <= q_lo and q_hi <= info.max and q_hi - q_lo >= (127 if symmetric else 250)
+    assert zp.dtype == (np.uint8 if act_type == "u8" else np.int8)
+
+
+def test_bias_correction_removes_the_mean_shift_of_rounding(tmp_path):
+    """One conv on inputs with a large mean: rounding its weights shifts the output mean; the correction cancels it."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tools.qdq import build_conv_qdq, collect_stats
+
+    rng = np.random.default_rng(1)
+    w = rng.normal(0, 0.05, (16, 8, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(16, np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, str(path))
+    xs = [(rng.normal(0, 0.3, (1, 8, 16, 16)) + 20 + np.arange(8).reshape(1, 8, 1, 1)).astype(np.float32)
+          for _ in range(6)]
+    stats = collect_stats(path, ["x"], ({"x": x} for x in xs))
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def mean_shift(corrected: bool) -> float:
+        q = build_conv_qdq(model, stats, bias_correction=corrected)
+        sess = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
+        diffs = [sess.run(None, {"x": x})[0] - ref.run(None, {"x": x})[0] for x in xs]
+        return float(np.abs(np.mean(diffs, axis=(0, 1, 3, 4))).max())  # worst per-channel mean shift
+
+    assert mean_shift(True) < 0.3 * mean_shift(False)
+
+
+def test_branch_nodes_are_found_from_the_graph():
+    from onnx import TensorProto, helper
+
+    def relu(name, src, dst):
+        return helper.make_node("Relu", [src], [dst], name=name)
+
+    nodes = [relu("stem", "x", "s"), relu("a1", "s", "a"), relu("a2", "a", "out_a"), relu("b1", "s", "out_b"),
+             relu("shared", "s", "t"), helper.make_node("Add", ["t", "a"], ["out_c"], name="join")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("out_a", "out_b", "out_c")])
+    # a1 feeds out_a and (through join) out_c: not a branch; stem feeds all three
+    assert branch_nodes(helper.make_model(graph)) == ["a2", "b1", "shared", "join"]

@@ -12,7 +12,10 @@ Used by ``python tools/quantize.py ... --report DIR``; also runnable on an exist
   are graph outputs; this keeps onnxruntime from fusing them into QLinear* kernels, so the quantized graph is
   emulated in float (same integer grid, float accumulation). Errors accumulate along the network (as in a
   "xquant" table), so late tensors include the error of everything before them.
-* Per model output: the consistency figure, mean over images of ||q - f|| / ||f||, on the real (fused) W8A8 model.
+* Per model output: the consistency figure, mean over images of ||q - f|| / ||f||, on the real (fused) W8A8 model,
+  and the same per head branch (box, cls, kpt, mc, proto: mean over levels).
+* Task metrics: label-free box / mask / OKS mAP of the W8A8 model against the float model's own detections on the
+  held-back images (``tools/fidelity.py``), so a user without labels sees what the error does to detections.
 * Speed: median ms per image at batch 1, float and W8A8 alternating in the same run, same thread count.
 """
 
@@ -34,7 +37,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-__all__ = ["build_report", "measure_speed", "output_consistency", "render_markdown", "tensor_errors",
+__all__ = ["branch_errors", "build_report", "measure_speed", "task_metrics", "output_consistency", "render_markdown", "tensor_errors",
            "write_report", "main"]
 
 
@@ -54,7 +57,7 @@ def make_session(path_or_bytes, threads: int | None = None, optimize: bool = Tru
 
 
 def load_inputs(images: Sequence[Path], hw: tuple[int, int], dtype: str) -> list[np.ndarray]:
-    from tools.quantize import preprocess_image
+    from tools.calibration import preprocess_image
 
     return [preprocess_image(p, hw, dtype)[None] for p in images]
 
@@ -136,7 +139,7 @@ def tensor_errors(pre_path: str | Path, q_path: str | Path, inputs: Sequence[np.
     import onnx
     from onnx import numpy_helper
 
-    from tools.quantize import silu_inputs
+    from tools.quant_model import silu_inputs
 
     qmodel = onnx.load(str(q_path))
     fmodel = onnx.load(str(pre_path))
@@ -222,6 +225,29 @@ def run_outputs(path: str | Path, inputs: Sequence[np.ndarray], input_name: str,
     return [dict(zip(names, s.run(names, {input_name: x}))) for x in inputs]
 
 
+def branch_errors(consistency: dict[str, float]) -> dict[str, float]:
+    """Output consistency per head branch (box, cls, kpt, mc, proto): the mean over its levels."""
+    groups: dict[str, list[float]] = {}
+    for name, value in consistency.items():
+        if name != "mean":
+            groups.setdefault(name.split("_p")[0], []).append(value)
+    return {k: round(float(np.mean(v)), 6) for k, v in groups.items()}
+
+
+def task_metrics(float_path: str | Path, q_path: str | Path, images: Sequence[Path],
+                 threads: int | None = None) -> dict[str, Any]:
+    """Label-free box / mask / OKS mAP of the W8A8 model against the float model's own detections (tools/fidelity)."""
+    from tools.eval_coco import make_predictor
+    from tools.fidelity import FidelityError, label_free_scores
+
+    try:
+        scores = label_free_scores(make_predictor(float_path, threads=threads), make_predictor(q_path, threads=threads),
+                                   images)
+    except FidelityError as exc:
+        return {"error": str(exc)}
+    return {k: scores[k] for k in ("box", "mask", "pose", "images", "gt_objects", "gt_conf")}
+
+
 # ------------------------------------------------------------------------------------------------------------ speed
 def measure_speed(paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], dtype: str,
                   threads: int | None = None, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
@@ -259,7 +285,7 @@ def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Pat
     """Everything the report shows, as one JSON-able dict."""
     import onnxruntime
 
-    from tools.quantize import inspect_float_model, prepare_model
+    from tools.quant_model import inspect_float_model, prepare_model
 
     info = info or inspect_float_model(float_path)
     if settings is None:
@@ -290,6 +316,8 @@ def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Pat
                   "onnxruntime": onnxruntime.__version__},
         "size": {"float_bytes": size_f, "w8a8_bytes": size_q, "ratio": round(size_q / size_f, 4)},
         "outputs": {k: round(v, 6) for k, v in consistency.items()},
+        "branches": branch_errors(consistency),
+        "task_metrics": task_metrics(float_path, q_path, images, threads),
         "tensors": rows,
         "op_counts": _op_counts(q_path),
     }
@@ -333,6 +361,19 @@ def render_markdown(report: dict[str, Any], max_rows: int | None = None) -> str:
               f"Consistency = mean over {report['measured_on']['count']} held-back images of ||q - f|| / ||f||.", "",
               "| output | rel. L2 |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in report["outputs"].items()]
+    lines += ["", "Per branch (mean over levels):", "", "| branch | rel. L2 |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in report["branches"].items()]
+    tm = report["task_metrics"]
+    lines += ["", "## Task metrics (label-free)", ""]
+    if "error" in tm:
+        lines.append(f"Not measured: {tm['error']}")
+    else:
+        lines += [f"The W8A8 model's detections scored with pycocotools against the float model's own detections "
+                  f"(score >= {tm['gt_conf']:g}: {tm['gt_objects']} objects) on the {tm['images']} held-back images; "
+                  "the float model against itself scores 1.0.", "",
+                  "| metric | mAP50-95 | mAP50 |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(tm[k]['mAP50-95'])} | {_fmt(tm[k]['mAP50'])} |" for k in ("box", "mask", "pose")
+                  if tm.get(k)]
     if "auto_exclude" in report:
         a = report["auto_exclude"]
         lines += ["", f"## Auto-exclude (K = {a['k']})", "",
@@ -375,7 +416,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pat
 
 # -------------------------------------------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
-    from tools.quantize import QuantizeError, inspect_float_model, select_images
+    from tools.calibration import select_images
+    from tools.quant_model import QuantizeError, inspect_float_model
 
     p = argparse.ArgumentParser(prog="quant_report.py", description=__doc__.split("\n")[0])
     p.add_argument("float_model")

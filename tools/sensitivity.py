@@ -1,14 +1,14 @@
 """Per-layer sensitivity of a W8A8 YOLOv8 model: which Conv+SiLU groups gain most from staying float.
 
-For each group (a Conv node with the Sigmoid and Mul of its SiLU) a W8A8 model is built with that group alone in
-``nodes_to_exclude``, from the SAME calibration table (no recalibration, so the models differ only in that group), and
+For each group (a Conv node with the Sigmoid and Mul of its SiLU) a W8A8 model is built with that group alone kept
+float, from the SAME calibration statistics (no recalibration, so the models differ only in that group), and
 its outputs are compared with the float model's: consistency = mean over outputs and images of ||q - f|| / ||f||.
 gain = consistency(all int8) - consistency(group float); the top-K are the candidates for ``--auto-exclude K``.
 
 Usage::
 
     python tools/sensitivity.py FLOAT.onnx --calib DIR [--num N] [--seed S] [--images K] [--top 10] [--json OUT]
-                                [recipe options of tools/quantize.py]
+                                [recipe options of tools/quantize.py: --target, ...]
 
 ``python tools/quantize.py ... --sensitivity`` runs the same analysis (and ``--auto-exclude K`` acts on it).
 """
@@ -25,6 +25,10 @@ from typing import Any, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+
+from tools.quant_model import ModelInfo, conv_groups  # noqa: E402
+from tools.quant_report import load_inputs, output_consistency, run_outputs  # noqa: E402
+from tools.recipe import Calibrated, Recipe, add_recipe_arguments, calibrate_model, excluded_nodes  # noqa: E402
 
 __all__ = ["Group", "SensitivityResult", "run_sensitivity", "main"]
 
@@ -66,18 +70,17 @@ class SensitivityResult:
                            for g in self.groups]}
 
 
-def run_sensitivity(pre_path: Path, calib_table: Path, recipe, info, images: Sequence[Path], workdir: Path,
+def run_sensitivity(calibrated: Calibrated, recipe: Recipe, info: ModelInfo, images: Sequence[Path], workdir: Path,
                     threads: int | None = None, groups: Sequence[str] | None = None,
                     log=print) -> SensitivityResult:
-    """Measure every Conv+SiLU group of ``pre_path`` (or only ``groups``) with the calibration table given."""
-    from tools.quant_report import load_inputs, output_consistency, run_outputs
-    from tools.quantize import build_qdq, conv_groups, excluded_nodes
+    """Measure every Conv+SiLU group of the calibrated model (or only ``groups``) with its statistics."""
+    pre_path = calibrated.model_path
 
     t0 = time.perf_counter()
     workdir = Path(workdir)
     inputs = load_inputs(images, info.input_hw, info.input_dtype)
     float_outputs = run_outputs(info.path, inputs, info.input_name, threads)
-    base_path = build_qdq(pre_path, calib_table, recipe, workdir / "sens-baseline.onnx")
+    base_path = calibrated.build(recipe, workdir / "sens-baseline.onnx")
     base = output_consistency(info.path, base_path, inputs, info.input_name, threads, float_outputs)
     all_groups = conv_groups(pre_path)
     names = list(groups) if groups else list(all_groups)
@@ -88,7 +91,7 @@ def run_sensitivity(pre_path: Path, calib_table: Path, recipe, info, images: Seq
         nodes = [n for n in all_groups[name] if n not in already]
         if not nodes:
             continue
-        build_qdq(pre_path, calib_table, replace(recipe, exclude=tuple(recipe.exclude) + tuple(nodes)), tmp)
+        calibrated.build(replace(recipe, exclude=tuple(recipe.exclude) + tuple(nodes)), tmp)
         cons = output_consistency(info.path, tmp, inputs, info.input_name, threads, float_outputs)
         g = Group(name, list(all_groups[name]), cons["mean"], base["mean"] - cons["mean"],
                   {k: v for k, v in cons.items() if k != "mean"})
@@ -104,12 +107,19 @@ def run_sensitivity(pre_path: Path, calib_table: Path, recipe, info, images: Seq
 def main(argv: Sequence[str] | None = None) -> int:
     import tempfile
 
-    from tools.quantize import (QuantizeError, build_parser, inspect_float_model, load_or_calibrate, prepare_model,
-                                recipe_from_args, select_images)
+    import argparse
 
-    parser = build_parser()
-    parser.prog = "sensitivity.py"
-    parser.description = __doc__.split("\n")[0]
+    from tools.calibration import select_images
+    from tools.quant_model import QuantizeError, inspect_float_model
+
+    parser = argparse.ArgumentParser(prog="sensitivity.py", description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="float truncated-head ONNX written by tools/export.py")
+    parser.add_argument("--calib", required=True, help="folder of calibration images")
+    add_recipe_arguments(parser)
+    parser.add_argument("--sensitivity-images", type=int, default=6, help="held-back images to measure on")
+    parser.add_argument("--top", type=int, default=10, help="groups to print")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    parser.add_argument("--cache-dir", help="keep / reuse calibration statistics here")
     parser.add_argument("--json", help="write the full result as JSON here")
     args = parser.parse_args(argv)
     try:
@@ -119,9 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen, held = select_images(args.calib, recipe.num, recipe.seed)
         with tempfile.TemporaryDirectory(prefix="sensitivity-") as tmp:
             ws = Path(tmp)
-            pre = prepare_model(info.path, ws / "preprocessed.onnx")
-            table = load_or_calibrate(pre, info, chosen, recipe, args.cache_dir, ws)
-            res = run_sensitivity(pre, table, recipe, info, (held or chosen)[:max(1, args.sensitivity_images)], ws,
+            calibrated = calibrate_model(info, chosen, recipe, ws, args.cache_dir)
+            res = run_sensitivity(calibrated, recipe, info, (held or chosen)[:max(1, args.sensitivity_images)], ws,
                                   threads=args.threads)
     except QuantizeError as exc:
         print(f"error: {exc}", file=sys.stderr)

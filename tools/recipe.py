@@ -1,0 +1,281 @@
+"""What a W8A8 model is built from: the recipe, its two QDQ layouts, and the calibrated model both are built on.
+
+Two layouts, one per engine (``Recipe.target``):
+
+* ``openvino`` (the default): ``tools/qdq.py``'s conv-input placement, int8 weights per output channel, u8
+  asymmetric activations, bias correction. OpenVINO fuses every quantizer into the conv that produces its tensor and runs
+  the convs as int8 (AMX / VNNI); SiLU, adds and concats stay in its float precision.
+* ``onnxruntime``: onnxruntime's ``quantize_static`` (QDQ on every tensor), which onnxruntime's CPU provider fuses
+  into QLinearConv / QLinearSigmoid / QLinearMul chains (u8 activations, the fast combination in its kernels).
+
+Both keep the head's per-output branches float (``float_branches``): the nodes that feed exactly one model output,
+found from the graph (box / class / keypoint / mask-coefficient towers and the prototype branch). The
+``recipe comparison`` table in ``tools/quantize.py`` is where these defaults come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tools.calibration import METHODS, load_or_calibrate, load_or_collect_stats
+from tools.qdq import ActivationStats, build_conv_qdq
+from tools.quant_model import (ModelInfo, QuantizeError, branch_nodes, check_excludes, head_nodes, prepare_model, quiet,
+                               silu_inputs)
+
+TOOL_VERSION = "2"
+DEFAULT_NUM = 256
+DEFAULT_SEED = 0
+TARGETS = ("openvino", "onnxruntime")
+ACT_TYPES = ("u8", "s8")
+STATS_METHODS = ("minmax", "meanminmax")  # what the conv-input statistics support
+
+__all__ = ["Calibrated", "DEFAULT_RECIPE", "Recipe", "TARGETS", "add_recipe_arguments", "excluded_nodes",
+           "calibrate_model", "preset", "quantization_settings", "recipe_from_args"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to quantize. The defaults are the measured best recipe for OpenVINO (``preset("onnxruntime")`` for the
+    other layout)."""
+
+    target: str = "openvino"  # openvino (conv-input QDQ) | onnxruntime (QDQ everywhere, QLinear* kernels)
+    method: str = "meanminmax"  # calibration: minmax | meanminmax | percentile | entropy (the last two: onnxruntime)
+    percentile: float = 99.999  # for method == "percentile"
+    per_channel: bool = True  # per-output-channel weight scales
+    activation_type: str = "u8"  # u8 | s8 (weights are always s8)
+    activation_symmetric: bool = False
+    weight_symmetric: bool = True
+    reduce_range: bool = False  # 7-bit weights (onnxruntime target only)
+    silu_clip: float | None = None  # raise SiLU input ranges' low end to -silu_clip (onnxruntime target only)
+    float_head: bool = True  # keep the convs that produce the model outputs float
+    float_branches: bool = True  # keep every node that feeds exactly one model output float (the head's branches)
+    bias_correction: bool = True  # move biases by the mean shift weight rounding causes (openvino target only)
+    auto_exclude: int = 0  # keep the K most sensitive Conv+SiLU groups float (sensitivity analysis)
+    num: int = DEFAULT_NUM  # calibration images (all if the folder holds fewer)
+    seed: int = DEFAULT_SEED
+    exclude: tuple[str, ...] = ()  # node names kept float
+
+    def validate(self) -> None:
+        if self.target not in TARGETS:
+            raise QuantizeError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.method not in METHODS:
+            raise QuantizeError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0.0 < self.percentile <= 100.0:
+            raise QuantizeError(f"--percentile must be in (0, 100], got {self.percentile}")
+        if self.activation_type not in ACT_TYPES:
+            raise QuantizeError(f"--act-type must be one of {', '.join(ACT_TYPES)}, got {self.activation_type!r}")
+        if self.num < 1:
+            raise QuantizeError(f"--num must be >= 1, got {self.num}")
+        if self.auto_exclude < 0:
+            raise QuantizeError(f"--auto-exclude must be >= 0, got {self.auto_exclude}")
+        if self.silu_clip is not None and not self.silu_clip > 0:
+            raise QuantizeError(f"--silu-clip must be > 0, got {self.silu_clip}")
+        if self.target == "openvino":
+            if self.method not in STATS_METHODS:
+                raise QuantizeError(f"--method {self.method} needs --target onnxruntime (the openvino layout "
+                                    f"calibrates with {' or '.join(STATS_METHODS)})")
+            unsupported = [flag for flag, on in (("--silu-clip", self.silu_clip is not None),
+                                                 ("--reduce-range", self.reduce_range)) if on]
+            if unsupported:
+                raise QuantizeError(f"{', '.join(unsupported)} only apply to --target onnxruntime "
+                                    "(the openvino layout never quantizes SiLU inputs)")
+        elif self.bias_correction:
+            raise QuantizeError("--bias-correction is not available with --target onnxruntime "
+                                "(onnxruntime's quantize_static computes its own biases); pass --no-bias-correction")
+
+    def label(self) -> str:
+        """Short human-readable name, e.g. 'openvino/meanminmax/pc/s8-sym/bc/floatbranches'."""
+        m = self.method + (f"{self.percentile:g}" if self.method == "percentile" else "")
+        w = ("pc" if self.per_channel else "pt") + ("-rr" if self.reduce_range else "")
+        a = self.activation_type + ("-sym" if self.activation_symmetric else "-asym")
+        parts = [self.target, m, w, a]
+        parts += ["bc"] if self.bias_correction else []
+        parts += [f"siluclip{self.silu_clip:g}"] if self.silu_clip else []
+        parts += ["floatbranches"] if self.float_branches else (["floathead"] if self.float_head else [])
+        return "/".join(parts) + (f"+{len(self.exclude)}float" if self.exclude else "")
+
+
+DEFAULT_RECIPE = Recipe()
+_PRESETS = {
+    "openvino": DEFAULT_RECIPE,
+    "onnxruntime": Recipe(target="onnxruntime", silu_clip=7.0, bias_correction=False),
+}
+
+
+def preset(target: str) -> Recipe:
+    """The measured default recipe of a target."""
+    if target not in _PRESETS:
+        raise QuantizeError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    return _PRESETS[target]
+
+
+def excluded_nodes(model_path: str | Path, recipe: Recipe) -> list[str]:
+    """Every node the recipe keeps float: ``exclude``, the output convs (``float_head``) and the head's branches
+    (``float_branches``)."""
+    names = list(recipe.exclude)
+    if recipe.float_head:
+        names += [n for n in head_nodes(model_path) if n not in names]
+    if recipe.float_branches:
+        names += [n for n in branch_nodes(model_path) if n not in names]
+    return names
+
+
+# ------------------------------------------------------------------------------------------- the onnxruntime layout
+def adjust_ranges(calib_cache: str | Path, pre_path: str | Path, recipe: Recipe, out_path: str | Path) -> Path:
+    """Apply range tricks of ``recipe`` to a calibration table; returns the table to quantize with.
+
+    ``silu_clip``: the low end of a SiLU input's range is raised to -silu_clip. SiLU is flat there
+    (|SiLU(x)| < 0.007 for x < -7), but minmax ranges of pre-SiLU conv outputs often reach -100, which wastes most
+    of the 8-bit levels of the conv output and of the sigmoid/mul that read it.
+    """
+    import onnx
+    from onnxruntime.quantization.calibrate import TensorData, load_tensors_data, save_tensors_data
+
+    if not recipe.silu_clip:
+        return Path(calib_cache)
+    table = load_tensors_data(calib_cache)
+    model = onnx.load(str(pre_path), load_external_data=False)
+    floor = np.float32(-recipe.silu_clip)
+    for name in silu_inputs(model):
+        if name in table:
+            td = table[name]
+            lo, hi = td.range_value
+            lo = np.maximum(np.asarray(lo, dtype=np.float32), floor).astype(np.float32)
+            table.data[name] = TensorData(lowest=lo, highest=np.asarray(hi, dtype=np.float32))
+    save_tensors_data(table, out_path)
+    return Path(out_path)
+
+
+def build_qlinear(pre_path: str | Path, calib_cache: str | Path, recipe: Recipe, out_path: str | Path) -> Path:
+    """quantize_static (QDQ) of the pre-processed model with the ranges of ``calib_cache``; no recalibration."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    act = QuantType.QUInt8 if recipe.activation_type == "u8" else QuantType.QInt8
+    calib_cache = adjust_ranges(calib_cache, pre_path, recipe, Path(out_path).with_suffix(".ranges.json"))
+    method = load_tensors_data(calib_cache).calibration_method
+    extra = {"ActivationSymmetric": recipe.activation_symmetric, "WeightSymmetric": recipe.weight_symmetric}
+    with quiet():
+        quantize_static(str(pre_path), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                        per_channel=recipe.per_channel, reduce_range=recipe.reduce_range, activation_type=act,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded_nodes(pre_path, recipe) or None,
+                        calibrate_method=method, extra_options=extra, calibration_cache_path=str(calib_cache))
+    return Path(out_path)
+
+
+# ---------------------------------------------------------------------------------------------- calibrated model
+@dataclass
+class Calibrated:
+    """A float model with its calibration, ready to build W8A8 variants from without recalibrating.
+
+    ``model_path`` is the graph the QDQ is placed on: onnxruntime's pre-processed copy for the onnxruntime target
+    (with its calibration ``table``), the float export itself for the openvino target (with conv-input ``stats``).
+    """
+
+    model_path: Path
+    table: Path | None = None
+    stats: ActivationStats | None = field(default=None, repr=False)
+
+    def build(self, recipe: Recipe, out_path: str | Path) -> Path:
+        """Write the W8A8 QDQ model of ``recipe`` (without metadata) to ``out_path``."""
+        if recipe.target == "onnxruntime":
+            return build_qlinear(self.model_path, self.table, recipe, out_path)
+        import onnx
+
+        model = onnx.load(str(self.model_path))
+        qdq = build_conv_qdq(model, self.stats, excluded_nodes(model, recipe), method=recipe.method,
+                             activation_type=recipe.activation_type, symmetric=recipe.activation_symmetric,
+                             per_channel=recipe.per_channel, bias_correction=recipe.bias_correction)
+        onnx.save(qdq, str(out_path))
+        return Path(out_path)
+
+
+def quantization_settings(recipe: Recipe, info: ModelInfo, n_images: int, model_path: str | Path | None = None
+                          ) -> dict[str, Any]:
+    """The ``quantization`` metadata of a W8A8 file: the recipe, the calibration and the tools that built it."""
+    import onnxruntime
+
+    return {
+        "format": "QDQ",
+        "target_engine": recipe.target,
+        "recipe": recipe.label(),
+        "method": recipe.method,
+        "percentile": recipe.percentile if recipe.method == "percentile" else None,
+        "per_channel": recipe.per_channel,
+        "activation_type": "QUInt8" if recipe.activation_type == "u8" else "QInt8",
+        "weight_type": "QInt8",
+        "activation_symmetric": recipe.activation_symmetric,
+        "weight_symmetric": recipe.weight_symmetric,
+        "reduce_range": recipe.reduce_range,
+        "silu_clip": recipe.silu_clip,
+        "bias_correction": recipe.bias_correction,
+        "calibration_images": n_images,
+        "calibration_seed": recipe.seed,
+        "float_head": recipe.float_head,
+        "float_branches": recipe.float_branches,
+        "excluded_nodes": excluded_nodes(model_path, recipe) if model_path is not None else list(recipe.exclude),
+        "float_source_sha256": info.sha256,
+        "float_source": info.path.name,
+        "onnxruntime": onnxruntime.__version__,
+        "tool": f"tools/quantize.py v{TOOL_VERSION}",
+    }
+
+
+def calibrate_model(info: ModelInfo, images: Sequence[Path], recipe: Recipe, workdir: Path,
+                    cache_dir: str | Path | None = None) -> Calibrated:
+    """The float model with the statistics its recipe's layout needs (checks ``recipe.exclude`` on that graph)."""
+    if recipe.target == "onnxruntime":
+        import onnx
+
+        pre = prepare_model(info.path, workdir / "preprocessed.onnx")
+        check_excludes(recipe.exclude, [n.name for n in onnx.load(str(pre)).graph.node], info.node_names, info.path)
+        table = load_or_calibrate(pre, info, images, recipe.method, recipe.percentile, cache_dir, workdir)
+        return Calibrated(pre, table=table)
+    check_excludes(recipe.exclude, info.node_names, info.node_names, info.path)
+    return Calibrated(info.path, stats=load_or_collect_stats(info.path, info, images, cache_dir))
+
+
+# ------------------------------------------------------------------------------------------------- CLI arguments
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The recipe's options; each defaults to None, meaning "the --target preset's value" (see recipe_from_args)."""
+    bool_flag = argparse.BooleanOptionalAction
+    p.add_argument("--target", choices=TARGETS, default="openvino",
+                   help="engine the QDQ layout is made for: openvino (int8 convs, fastest on x86 CPUs) or "
+                        "onnxruntime (QLinear* kernels)")
+    p.add_argument("--num", type=int, default=DEFAULT_NUM, help="calibration images (all if the folder holds fewer)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the calibration image draw")
+    p.add_argument("--method", choices=METHODS, help="calibration method (default meanminmax)")
+    p.add_argument("--percentile", type=float, help="for --method percentile (default 99.999)")
+    p.add_argument("--per-channel", action=bool_flag, default=None, help="per-output-channel weight scales (default on)")
+    p.add_argument("--act-type", choices=ACT_TYPES, help="activation type (default u8)")
+    p.add_argument("--act-symmetric", action=bool_flag, default=None,
+                   help="symmetric activation ranges (default off; s8 symmetric runs faster in OpenVINO but loses accuracy)")
+    p.add_argument("--reduce-range", action=bool_flag, default=None, help="7-bit weights (onnxruntime target)")
+    p.add_argument("--silu-clip", type=float, metavar="C",
+                   help="raise the low end of SiLU input ranges to -C, 0 for off (onnxruntime target; default 7)")
+    p.add_argument("--float-head", action=bool_flag, default=None, help="keep the output convs float (default on)")
+    p.add_argument("--float-branches", action=bool_flag, default=None,
+                   help="keep every node that feeds exactly one output float: the head's branches (default on)")
+    p.add_argument("--bias-correction", action=bool_flag, default=None,
+                   help="correct conv biases for the mean shift of weight rounding (openvino target; default on)")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names to keep float")
+    p.add_argument("--auto-exclude", type=int, metavar="K",
+                   help="keep the K most sensitive Conv+SiLU groups float (runs the sensitivity analysis; default 0)")
+
+
+def recipe_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> Recipe:
+    """The --target preset with every option the user gave applied on top."""
+    base = preset(args.target)
+    given = {"method": args.method, "percentile": args.percentile, "per_channel": args.per_channel,
+             "activation_type": args.act_type, "activation_symmetric": args.act_symmetric,
+             "reduce_range": args.reduce_range, "float_head": args.float_head, "float_branches": args.float_branches,
+             "bias_correction": args.bias_correction, "auto_exclude": args.auto_exclude}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if args.silu_clip is not None:
+        changes["silu_clip"] = args.silu_clip if args.silu_clip > 0 else None
+    return replace(base, num=args.num, seed=args.seed, exclude=tuple(exclude), **changes)
