@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=sorted(MODES), default="predict",
                    help="predict: conf 0.25, letterbox masks; val: conf 0.001, native masks as COCO RLE")
     p.add_argument("--limit", type=int, default=None, help="use at most N images (sorted by name)")
-    p.add_argument("--compare-ultralytics", type=Path, default=None, metavar="PT_OR_ONNX",
-                   help="also time Ultralytics' own predict with this model, interleaved with ours at batch 1")
+    p.add_argument("--compare-ultralytics", type=Path, default=None, metavar="MODEL",
+                   help="also time Ultralytics' own predict with this model (.pt, .onnx or an Ultralytics OpenVINO "
+                        "export folder such as its NNCF INT8 one), interleaved with ours at batch 1")
     p.add_argument("--baseline", type=Path, default=None, metavar="ONNX",
                    help="also time this model of ours (e.g. the float model of a W8A8 --model) interleaved with "
                         "--model, and print baseline / model per stage")
@@ -578,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --baseline-without-read-ahead needs --baseline (e.g. the --model file itself)", file=sys.stderr)
         return 2
     for what, path in (("baseline model", args.baseline), ("--compare-ultralytics model", args.compare_ultralytics)):
-        if path is not None and not path.is_file():
+        # Ultralytics also loads its OpenVINO exports, which are folders (e.g. the NNCF INT8 peer)
+        exists = path is not None and (path.is_file() or (what != "baseline model" and path.is_dir()))
+        if path is not None and not exists:
             print(f"error: {what} {path} not found", file=sys.stderr)
             return 2
     try:

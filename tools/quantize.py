@@ -21,29 +21,34 @@ and renamed into place, so a failed run never leaves a half-written model. Error
 Run the default (openvino) file with ``Predictor(..., engine="openvino")`` / ``--engine openvino``: onnxruntime
 runs it too, with the same results, but computes its convs in float (no speed-up there).
 
-Recipe comparison (yolo11n-pose, real float weights; calibration on ../shared/coco/train2017, 256 images, seed 0;
-person box / keypoint OKS mAP50-95 on the 495 images of ../shared/coco/val2017-pose, tools/eval_coco.py; float
-0.7666 / 0.5827):
+Recipe comparison (yolo11n-pose, real float weights; calibration on ../shared/coco/train2017, 256 images, seed 0
+unless stated; person box / keypoint OKS mAP50-95 on the 495 images of ../shared/coco/val2017-pose with
+tools/eval_coco.py, W8A8 graphs computed by onnxruntime; float 0.7666 / 0.5827):
 
-=========================================================================  =======  =======
-recipe                                                                       box      OKS
-=========================================================================  =======  =======
-onnxruntime quantize_static, old default (pt, u8 asym, siluclip 7, 6 float)  0.7582   0.5389
-  + per-channel weights, no auto-exclude                                     0.7628   0.5537
-  + the head's per-output branches float                                     0.7642   0.5770
-conv-input QDQ, pc, u8 asym, output convs float, no bias correction          0.7666   0.5639
-  + bias correction                                                          0.7682   0.5670
-  + the head's branches float                                                0.7671   0.5819
-conv-input QDQ, pc, s8 sym (fast in OpenVINO), output convs float, bc        0.7665   0.5626
-  + the head's branches float (default; seed 0 / 1 / 2)                      see below
-  same, no bias correction                                                   0.7655   0.5759
-NNCF INT8 via Ultralytics' OpenVINO export (318 train2017 images)            0.7660   0.5626
-=========================================================================  =======  =======
+===========================================================================  ======  ======
+recipe                                                                        box     OKS
+===========================================================================  ======  ======
+onnxruntime quantize_static, old default (pt, u8 asym, siluclip 7, 6 float)  0.7582  0.5389
+  + per-channel weights, no auto-exclude                                     0.7628  0.5537
+  + the head's per-output branches float                                     0.7642  0.5770
+conv-input QDQ, pc, u8 asym, output convs float, no bias correction          0.7666  0.5639
+  + bias correction                                                          0.7682  0.5670
+conv-input QDQ, pc, s8 symmetric, output convs float, bias correction        0.7665  0.5626
+  + the head's branches float (seeds 0 / 1 / 2: 0.7671 0.7660 0.7649 box)    0.7671  0.5807
+    same, no bias correction                                                 0.7655  0.5759
+default: conv-input QDQ, pc (grid-aware scales), u8 asym, bc, branches       0.7695  0.5845
+  float; calibration seeds 1 / 2                                             0.7672  0.5862
+                                                                             0.7681  0.5868
+NNCF INT8 via Ultralytics' OpenVINO export (318 train2017 images)            0.7660  0.5626
+===========================================================================  ======  ======
 
-Noise: the same recipe over calibration seeds 0, 1, 2 moves box by 0.2 and OKS by 0.5 points; keeping the
-attention block or the first two convs float as well changed nothing beyond that. The decisive choice is keeping
-the head's branches float (+1.8 OKS points in both layouts); in OpenVINO they run in its float precision (bf16 on
-AMX / AVX512-BF16 CPUs), which costs little time.
+The default over seeds 0-2: box +0.06 to +0.29 points, OKS +0.18 to +0.41 over float, a spread of 0.23 / 0.23
+points; NNCF's row is 0.35 box / 2.2 OKS points below the default's worst seed. The decisive choice is keeping the
+head's branches float (+1.8 OKS points in both layouts); keeping the attention block or the first two convs float
+as well changed nothing beyond the seed spread. s8 symmetric activations (faster in OpenVINO) cost 1.3 box points
+on yolov8n, u8 asymmetric none. On the int8-grid checkpoints (val2017 subset, 164 images; seeds 0 / 1 / 2):
+yolov8n box 0.3698 -> 0.3701 / 0.3681; yolov8n-seg box 0.3674 -> 0.3623 / 0.3642 / 0.3670, mask 0.3085 -> 0.3062 /
+0.3043 / 0.3077 (164 images move mAP by +-0.3-0.5 points between draws).
 """
 
 from __future__ import annotations
