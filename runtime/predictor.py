@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
@@ -43,6 +44,18 @@ def _as_hw(imgsz: int | Sequence[int]) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _warn_on_layout_mismatch(model: str | Path, metadata: dict[str, str], engine: str) -> None:
+    """A W8A8 file made for one engine runs on the other with the same results but without its int8 speed-up
+    (onnxruntime computes the OpenVINO layout's convs in float): say so once, at load."""
+    try:
+        target = json.loads(metadata.get("quantization", "{}")).get("target_engine")
+    except (ValueError, AttributeError):
+        return
+    if target and target != engine:
+        LOGGER.warning("%s was quantized for %s: %s gives the same results but runs it slower "
+                       "(use engine=%r, or quantize with --target %s)", model, target, engine, target, engine)
+
+
 class Predictor:
     """Run a YOLOv8 detect / segment / pose ONNX model (float or W8A8) on images.
 
@@ -80,6 +93,7 @@ class Predictor:
                                   device=device)
         e = self.engine
         self.spec = read_model_spec(model, e.metadata, e.inputs, e.outputs)
+        _warn_on_layout_mismatch(model, e.metadata, e.name)
         class_tuple = None if classes is None else tuple(int(c) for c in classes)
         if class_tuple is not None:
             bad = [c for c in class_tuple if not 0 <= c < self.spec.nc]

@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime.quantization")
 cv2 = pytest.importorskip("cv2")
 
 from tools import quantize as qz  # noqa: E402
-from tools.quant_model import branch_nodes  # noqa: E402
+from tools.quant_model import branch_nodes, branch_outputs  # noqa: E402
 from runtime.files import file_sha256  # noqa: E402
 
 N_CALIB = 4  # of the 6 images written: 2 stay held back for the report
@@ -112,6 +112,33 @@ def test_quantized_model_runs_in_predictor(quantized_detect, random_detect_onnx,
     assert pred.names == float_pred.names and pred.spec.strides == float_pred.spec.strides
 
 
+def _quantized_sources(model, tensor: str) -> list:
+    """The nodes a conv input is computed from, traced back through data-movement ops (split / slice / concat /
+    max-pool / resize): in the openvino layout every one is a DequantizeLinear."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer.get(tensor)
+    if node is None or node.op_type not in ("Split", "Slice", "Concat", "MaxPool", "Resize"):
+        return [node]
+    data = list(node.input) if node.op_type == "Concat" else [node.input[0]]
+    return [s for t in data if t for s in _quantized_sources(model, t)]
+
+
+def test_running_a_file_on_the_engine_it_was_not_made_for_warns(quantized_detect, caplog):
+    import importlib.util
+
+    from runtime import Predictor
+
+    out, _ = quantized_detect
+    with caplog.at_level("WARNING", logger="runtime.predictor"):
+        Predictor(out, engine="onnxruntime")
+    assert any("quantized for openvino" in r.getMessage() for r in caplog.records)
+    if importlib.util.find_spec("openvino") is not None:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="runtime.predictor"):
+            Predictor(out, engine="openvino")
+        assert not any("quantized for" in r.getMessage() for r in caplog.records)
+
+
 def test_quantized_model_is_int8_with_metadata(quantized_detect, random_detect_onnx):
     out, _ = quantized_detect
     model = onnx.load(str(out))
@@ -119,28 +146,35 @@ def test_quantized_model_is_int8_with_metadata(quantized_detect, random_detect_o
     meta = {p.key: p.value for p in model.metadata_props}
     q = json.loads(meta["quantization"])
     excluded = set(q["excluded_nodes"])
-    head = set(qz.head_nodes(random_detect_onnx))
-    branches = set(branch_nodes(random_detect_onnx))
-    assert len(head) == 6 and head <= branches <= excluded  # box_pN / cls_pN convs and their towers stay float
-    branch_convs = {n for n in branches if n in kinds}
-    assert branch_convs == {n for n in kinds if "/model.22/cv2" in n or "/model.22/cv3" in n}  # found structurally
     groups = q["auto_exclude"]["groups"]
-    assert len(groups) == AUTO_EXCLUDE and not set(groups) & branches
+    assert len(groups) == AUTO_EXCLUDE
+    # detect has no keypoint / mask-coefficient branch: only the sensitivity's groups stay float
     assert {n for n, kind in kinds.items() if kind == "float"} == {n for n in kinds if n in excluded}
-    assert sum(kind == "int8" for kind in kinds.values()) == len(kinds) - len(branch_convs) - AUTO_EXCLUDE
-    # openvino layout: each int8 conv reads a dequantized activation and a per-output-channel int8 weight
+    assert 0 < len(excluded & set(kinds)) <= AUTO_EXCLUDE
+    assert sum(kind == "int8" for kind in kinds.values()) == len(kinds) - len(excluded & set(kinds))
+    # openvino layout: each int8 conv reads its activation from quantizers only (through splits, concats, pools and
+    # resizes), with one shared scale across a concat, and a per-output-channel int8 weight
     inits = _inits(model)
     producer = {o: n for n in model.graph.node for o in n.output}
+    concat_seen = 0
     for node in model.graph.node:
         if kinds.get(node.name) != "int8":
             continue
-        act, weight = producer[node.input[0]], producer[node.input[1]]
-        assert act.op_type == "DequantizeLinear" and producer[act.input[0]].op_type == "QuantizeLinear"
+        sources = _quantized_sources(model, node.input[0])
+        assert all(s is not None and s.op_type == "DequantizeLinear" for s in sources), node.name
+        assert all(producer[s.input[0]].op_type == "QuantizeLinear" for s in sources)
+        assert len({(float(inits[s.input[1]]), int(inits[s.input[2]])) for s in sources}) == 1  # one grid
+        concat_seen += len(sources) > 1
+        weight = producer[node.input[1]]
         assert inits[weight.input[1]].shape == (inits[weight.input[0]].shape[0],)  # one scale per output channel
         assert next(a.i for a in weight.attribute if a.name == "axis") == 0
-    quantized = {producer[n.input[0]].input[0] for n in model.graph.node if kinds.get(n.name) == "int8"}
+    assert concat_seen >= 4  # the C2f / SPPF / neck concats run on one int8 grid
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("QuantizeLinear") == len(quantized)  # one quantizer per tensor, shared by all its readers
+    quantized = [n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(quantized) == len(set(quantized))  # one quantizer per tensor, shared by all its readers
+    assert ops.count("DequantizeLinear") == len(quantized) + sum(kind == "int8" for kind in kinds.values())
+    assert not any(producer.get(n.input[0]) is not None and producer[n.input[0]].op_type in ("Split", "Concat",
+                   "Slice", "MaxPool") for n in model.graph.node if n.op_type == "QuantizeLinear")
     assert not any(n.op_type == "Sigmoid" and n.input[0] in producer and producer[n.input[0]].op_type ==
                    "DequantizeLinear" for n in model.graph.node)  # SiLU inputs are never rounded
     float_weights = {n.input[1] for n in model.graph.node if n.name in excluded and n.op_type == "Conv"}
@@ -156,7 +190,7 @@ def test_quantized_model_is_int8_with_metadata(quantized_detect, random_detect_o
     assert q["calibration_images"] == N_CALIB and q["calibration_seed"] == 0
     assert q["float_source_sha256"] == file_sha256(random_detect_onnx)
     for key in ("method", "per_channel", "activation_symmetric", "weight_symmetric", "bias_correction",
-                "float_branches", "excluded_nodes", "recipe"):
+                "float_branches", "float_tails", "excluded_nodes", "recipe"):
         assert key in q
 
 
@@ -393,8 +427,11 @@ def test_quantized_pose_model_runs_in_predictor(random_pose_onnx, calib_dir, tmp
     assert qz.main([str(random_pose_onnx), "--calib", str(calib_dir), "--num", "3", "-o", str(out)]) == 0
     kinds = _conv_weight_sources(onnx.load(str(out)))
     assert sum(k == "int8" for k in kinds.values()) > 30
-    kpt_branch = {n for n in branch_nodes(random_pose_onnx) if n in kinds and "/cv4" in n}
-    assert kpt_branch and all(kinds[n] == "float" for n in kpt_branch)  # the keypoint tower stays float
+    owner = branch_outputs(random_pose_onnx)
+    for level in ("kpt_p3", "kpt_p4", "kpt_p5"):  # the keypoint towers: the last two convs float, the first int8
+        tower = [n for n in kinds if owner.get(n) == level]
+        assert [kinds[n] for n in tower] == ["int8", "float", "float"], level
+    assert all(kinds[n] == "int8" for n in kinds if owner.get(n, "").startswith(("box_", "cls_")))
     images = sorted(calib_dir.iterdir())[:2]
     q_results = Predictor(out, conf=0.001).predict(images)
     f_results = Predictor(random_pose_onnx, conf=0.001).predict(images)

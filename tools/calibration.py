@@ -1,7 +1,7 @@
 """Calibration data: images drawn reproducibly, letterboxed like the Predictor, and the statistics built from them.
 
 Two kinds of statistics, one per QDQ layout (see ``tools/recipe.py``): onnxruntime's calibration table of every
-tensor's range (``load_or_calibrate``, for its ``quantize_static``), and the conv-input statistics of
+tensor's range (``load_or_calibrate``, for its ``quantize_static``), and the activation statistics of
 ``tools/qdq.py`` (``load_or_collect_stats``). Both are cached in ``cache_dir`` when one is given, keyed by the model,
 the images and the method.
 """
@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from runtime.files import atomic_write_bytes, file_sha256
-from tools.qdq import ActivationStats, collect_stats, conv_inputs
+from tools.qdq import ActivationStats, calibration_tensors, collect_stats
 from tools.quant_model import ModelInfo, QuantizeError, quiet
 
 LOGGER = logging.getLogger("quantize")
@@ -181,20 +181,20 @@ def load_or_calibrate(pre_path: Path, info: ModelInfo, images: Sequence[Path], m
 
 def load_or_collect_stats(float_path: Path, info: ModelInfo, images: Sequence[Path],
                           cache_dir: str | Path | None, threads: int | None = None) -> ActivationStats:
-    """Conv-input statistics of the float model over ``images`` (tools/qdq.py); reused from ``cache_dir``."""
-    key = _cache_key(info.sha256, info.sha256, "conv-inputs", 0.0, images, info.input_hw)
-    path = Path(cache_dir) / f"stats-conv-inputs-{key}.pkl" if cache_dir is not None else None
+    """Activation statistics of the float model over ``images`` (tools/qdq.py); reused from ``cache_dir``."""
+    key = _cache_key(info.sha256, info.sha256, "activations", 0.0, images, info.input_hw)
+    path = Path(cache_dir) / f"stats-activations-{key}.pkl" if cache_dir is not None else None
     if path is not None and path.is_file():
         LOGGER.info("calibration: reusing %s", path)
         with open(path, "rb") as handle:
             return pickle.load(handle)
     import onnx
 
-    tensors = list(conv_inputs(onnx.load(str(float_path), load_external_data=False)).values())
+    tensors = calibration_tensors(onnx.load(str(float_path), load_external_data=False))
     reader = CalibrationImages(images, info.input_name, info.input_hw, info.input_dtype)
     t0 = time.perf_counter()
     stats = collect_stats(float_path, tensors, iter(reader), threads)
-    LOGGER.info("calibration: conv-input statistics on %d images in %.1fs", len(images), time.perf_counter() - t0)
+    LOGGER.info("calibration: activation statistics on %d images in %.1fs", len(images), time.perf_counter() - t0)
     if path is not None:
         atomic_write_bytes(path, pickle.dumps(stats))
     return stats

@@ -248,10 +248,14 @@ def _letterbox_mode(rect: bool) -> str:
 
 # ------------------------------------------------------------------------------------------ Ultralytics reference
 def load_reference(pt_path: str | Path, categories: Sequence[dict]):
-    """Load ``YOLO(pt_path)`` (imports ultralytics here only) and map its classes; returns (model, category_ids)."""
+    """Load ``YOLO(pt_path)`` (imports ultralytics here only) and map its classes; returns (model, category_ids).
+
+    Anything Ultralytics loads works: a ``.pt``, or one of its exports (an ``.onnx``, or an OpenVINO folder such as
+    its NNCF INT8 export, the int8 peer of our W8A8 files).
+    """
     pt = Path(pt_path)
-    if not pt.is_file():
-        raise EvalError(f"{pt}: reference checkpoint not found")
+    if not (pt.is_file() or pt.is_dir()):
+        raise EvalError(f"{pt}: reference model not found")
     try:
         from ultralytics import YOLO
     except ImportError as exc:
@@ -265,6 +269,35 @@ def load_reference(pt_path: str | Path, categories: Sequence[dict]):
         raise EvalError(f"{pt}: task '{model.task}' cannot be scored against COCO annotations "
                         "(detect, segment or pose only)")
     return model, category_map(model.names, categories, model_label=str(pt))
+
+
+def _folder_sha256(folder: Path) -> str:
+    """One digest of an export folder: its files' names and digests, in name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted(x for x in folder.rglob("*") if x.is_file()):
+        digest.update(f"{f.relative_to(folder)}\0{file_sha256(f)}\n".encode())
+    return digest.hexdigest()
+
+
+def reference_kpt_shape(model, path: str | Path) -> list[int] | None:
+    """The keypoint shape of an Ultralytics model: from the checkpoint, or from an export's own metadata."""
+    net = model.model
+    if not isinstance(net, (str, Path)):  # a loaded .pt
+        return getattr(net, "kpt_shape", None) or net.yaml.get("kpt_shape")
+    path = Path(path)
+    if path.is_dir():  # OpenVINO (and other folder) exports keep metadata.yaml beside the weights
+        import yaml
+
+        meta = path / "metadata.yaml"
+        return yaml.safe_load(meta.read_text(encoding="utf-8")).get("kpt_shape") if meta.is_file() else None
+    import ast
+
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return ast.literal_eval(props["kpt_shape"]) if "kpt_shape" in props else None
 
 
 @contextlib.contextmanager
@@ -362,7 +395,7 @@ def evaluate_reference(model, category_ids: Sequence[int], images: Sequence[Imag
     model_info = {
         "file": pt.name,
         "path": str(pt.resolve()),
-        "sha256": file_sha256(pt),
+        "sha256": file_sha256(pt) if pt.is_file() else _folder_sha256(pt),
         "classes": len(model.names),
         "imgsz": list(imgsz),
         "rect": rect,
@@ -520,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default=None, help="inference engine passed to runtime.Predictor (default: its own)")
     p.add_argument("--precision", default=None, help="precision passed to runtime.Predictor (default: its own)")
     p.add_argument("--reference-pt", default=None, metavar="PT",
-                   help="with --ann: add a row from ultralytics YOLO(PT).predict with the same settings and letterbox")
+                   help="with --ann: add a row from ultralytics YOLO(PT).predict with the same settings and letterbox "
+                        "(PT: a .pt, or an Ultralytics export such as its OpenVINO INT8 folder)")
     p.add_argument("--out", default=None, metavar="JSON", help="write the report here (atomically)")
     p.add_argument("--save-results", default=None, metavar="DIR", help="write each row's COCO results JSON here")
     p.add_argument("--multi-label", action="store_true", help="multi-label NMS (Ultralytics' validator mode)")
@@ -678,7 +712,7 @@ def _run_annotated(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise EvalError(f"{args.ann}: some annotations lack 'segmentation'; cannot score the masks of "
                             f"{args.reference_pt}")
         if ref_model.task == "pose":
-            kpt_shape = getattr(ref_model.model, "kpt_shape", None) or ref_model.model.yaml.get("kpt_shape")
+            kpt_shape = reference_kpt_shape(ref_model, args.reference_pt)
             num_keypoints = _check_keypoints(annotations, ref_cat_ids, kpt_shape, str(args.reference_pt))
 
     tasks = [p.spec.task for p in predictors] + ([reference[0].task] if reference else [])

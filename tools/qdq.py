@@ -1,17 +1,19 @@
-"""Conv-input QDQ placement: int8 weights per output channel and one 8-bit quantizer per conv input tensor.
+"""The OpenVINO QDQ layout: int8 weights per output channel and 8-bit activations where the engine fuses them.
 
-This is the layout OpenVINO's low-precision transformations execute as int8 convolutions (the same placement NNCF
-writes): a ``QuantizeLinear -> DequantizeLinear`` pair on the activation each quantized Conv reads, and its weight
-stored as int8 behind a per-output-channel ``DequantizeLinear``. Nothing else is quantized: SiLU (``x * sigmoid(x)``),
-residual adds, concatenations, pooling and resizes stay in the engine's float precision, so a conv fuses with its SiLU
-and the next quantizer, and every conv output keeps its full range (the error sources left are the conv inputs and
-weights, each rounded once).
+OpenVINO's low-precision transformations run a Conv as int8 when it reads a ``QuantizeLinear -> DequantizeLinear``
+pair and an int8 weight behind a ``DequantizeLinear``. Where the activation quantizer sits decides what else runs
+in int8 (:func:`quantizer_groups`): each quantized conv's input is traced back through the data-movement ops
+between it and the op that computed it (split, slice, concat, max-pool, nearest resize), and the quantizer goes on
+the computed tensor. OpenVINO then folds it into the producing conv's output (with its SiLU), and the C2f / C3k2
+splits and concats, SPPF's pools and the neck's upsample-concats run on int8 values with no reorders or standalone
+quantizers between them (the layout NNCF writes). Tensors that meet in one concat share one scale (the union of
+their ranges), so the concat is exact in int8; a tensor that feeds a float node too is read dequantized there.
 
 Statistics come from one pass of the float model over the calibration images (:func:`collect_stats`): for every
-conv input the per-image minimum and maximum, and the per-channel mean. Ranges are the mean over images of the
-per-image minimum / maximum. ``bias_correction`` moves each quantized conv's bias by the mean shift its rounding
-causes, ``-sum((W_q - W) * E[x])`` over the kernel, using those per-channel means (a data-free-style correction
-measured on calibration data, like NNCF's fast bias correction for the weight part).
+tensor that can carry a quantizer or feeds a conv, the per-image minimum and maximum, and the per-channel mean.
+Ranges are the mean over images of the per-image minimum / maximum. ``bias_correction`` moves each quantized conv's
+bias by the mean shift its weight rounding causes, ``-sum((W_q - W) * E[x])`` over the kernel, using the
+per-channel means of its input (like NNCF's fast bias correction for the weight part).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["ActivationStats", "activation_qparams", "build_conv_qdq", "collect_stats", "conv_inputs", "quantize_weight"]
+__all__ = ["ActivationStats", "activation_qparams", "build_conv_qdq", "calibration_tensors", "collect_stats", "conv_inputs",
+           "quantize_weight", "quantizer_groups"]
 
 QUANTIZED_OPS = ("Conv",)
+TRANSPARENT_OPS = ("Split", "Slice", "Concat", "MaxPool", "Resize", "Identity")
 
 
 @dataclass
@@ -67,6 +71,56 @@ def conv_inputs(model, exclude: Iterable[str] = ()) -> dict[str, str]:
     inits = {i.name for i in model.graph.initializer}
     return {n.name: n.input[0] for n in model.graph.node
             if n.op_type in QUANTIZED_OPS and n.name not in skip and len(n.input) > 1 and n.input[1] in inits}
+
+
+def _is_transparent(node) -> bool:
+    """Ops that only move or select values, so they commute with a shared quantizer (Resize: nearest only)."""
+    if node.op_type == "Resize":
+        mode = next((a.s for a in node.attribute if a.name == "mode"), b"nearest")
+        return mode == b"nearest"
+    return node.op_type in TRANSPARENT_OPS
+
+
+def quantizer_groups(model, exclude: Iterable[str] = ()) -> list[list[str]]:
+    """The tensors that carry a quantizer, in groups that share one scale.
+
+    Each quantized conv's input is traced back through data-movement ops (split, slice, concat, max-pool, nearest
+    resize) to the tensors computed by something else: the quantizer goes there, so the engine fuses it into the
+    conv or add that computes the tensor, and the split / concat / pool between run on int8 values. The tensors
+    that meet in one concat share one scale (the union of their ranges), which keeps that concat exact in int8.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    parent: dict[str, str] = {}
+
+    def find(t: str) -> str:
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    def sources(tensor: str) -> list[str]:
+        node = producer.get(tensor)
+        if node is None or not _is_transparent(node):
+            return [tensor]
+        data = [i for i in node.input if i] if node.op_type == "Concat" else [node.input[0]]
+        return [s for t in data for s in sources(t)]
+
+    for tensor in conv_inputs(model, exclude).values():
+        found = sources(tensor)
+        for s in found:
+            parent.setdefault(s, s)
+        for s in found[1:]:
+            parent[find(s)] = find(found[0])
+    groups: dict[str, list[str]] = {}
+    for t in parent:
+        groups.setdefault(find(t), []).append(t)
+    return list(groups.values())
+
+
+def calibration_tensors(model) -> list[str]:
+    """Every tensor whose statistics a build may need: each conv's input (bias correction) and each quantizer's."""
+    names = list(conv_inputs(model).values()) + [t for g in quantizer_groups(model) for t in g]
+    return list(dict.fromkeys(names))
 
 
 def normalized_input(model) -> str | None:
@@ -173,10 +227,11 @@ def _bias_shift(w: np.ndarray, w_dq: np.ndarray, group: int, x_mean: np.ndarray)
 def build_conv_qdq(model, stats: ActivationStats, exclude: Iterable[str] = (), *, method: str = "meanminmax",
                    activation_type: str = "u8", symmetric: bool = False, per_channel: bool = True,
                    bias_correction: bool = True):
-    """A copy of the float ``model`` with conv-input QDQ (see the module docstring); ``exclude`` convs stay float.
+    """A copy of the float ``model`` in the OpenVINO QDQ layout (see the module docstring); ``exclude`` convs stay
+    float (and their inputs unquantized unless a quantized conv reads them too).
 
-    Every reader of a quantized tensor (the convs, and the concats, adds and splits beside them) reads it
-    dequantized, so there is one quantizer per tensor, which the engine fuses into the conv that produces it.
+    Every reader of a quantized tensor reads it dequantized, so there is one quantizer per tensor, which the engine
+    fuses into the conv that produces it.
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -194,19 +249,21 @@ def build_conv_qdq(model, stats: ActivationStats, exclude: Iterable[str] = (), *
         graph.initializer.append(numpy_helper.from_array(array, name))
         return name
 
-    for conv_name, tensor in targets.items():
-        if tensor in dq_of:
-            continue
-        if tensor == exact:
+    for group in quantizer_groups(out, exclude):
+        if exact in group and len(group) == 1:
             scale, zp = np.float32(1.0 / 255.0), np.uint8(0)
         else:
-            scale, zp = activation_qparams(*stats.range_of(tensor, method), activation_type, symmetric)
-        s = add_init(f"{tensor}_qdq_scale", np.array(scale, np.float32))
-        z = add_init(f"{tensor}_qdq_zero_point", np.array(zp))
-        q, dq = f"{tensor}_quantized", f"{tensor}_dequantized"
-        new_nodes[tensor] = [helper.make_node("QuantizeLinear", [tensor, s, z], [q], name=f"{tensor}_QuantizeLinear"),
-                             helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tensor}_DequantizeLinear")]
-        dq_of[tensor] = dq
+            ranges = [stats.range_of(t, method) for t in group]
+            scale, zp = activation_qparams(min(r[0] for r in ranges), max(r[1] for r in ranges), activation_type,
+                                           symmetric)
+        for tensor in group:
+            s = add_init(f"{tensor}_qdq_scale", np.array(scale, np.float32))
+            z = add_init(f"{tensor}_qdq_zero_point", np.array(zp))
+            q, dq = f"{tensor}_quantized", f"{tensor}_dequantized"
+            new_nodes[tensor] = [
+                helper.make_node("QuantizeLinear", [tensor, s, z], [q], name=f"{tensor}_QuantizeLinear"),
+                helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tensor}_DequantizeLinear")]
+            dq_of[tensor] = dq
 
     weight_dq: dict[str, list[Any]] = {}
     for node in graph.node:
@@ -233,7 +290,6 @@ def build_conv_qdq(model, stats: ActivationStats, exclude: Iterable[str] = (), *
             else:
                 node.input.append(bn)
         node.input[1] = dqn
-        node.input[0] = dq_of[node.input[0]]
 
     for node in graph.node:  # the other readers of a quantized tensor read it dequantized too
         for k, name in enumerate(node.input):

@@ -22,8 +22,12 @@ from runtime.files import file_sha256
 LAYOUT = "truncated-head"
 METADATA_KEY = "quantization"
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "DynamicQuantizeLinear"}
+# outputs of our layout that regress fine-grained values (keypoint coordinates, mask coefficients), unlike box_pN
+# (DFL logits) and cls_pN (class logits): their branches' last convs are the most sensitive to int8
+FINE_OUTPUTS = ("kpt_", "mc_")
 
-__all__ = ["ModelInfo", "QuantizeError", "atomic_save", "branch_nodes", "check_excludes", "conv_groups",
+__all__ = ["FINE_OUTPUTS", "ModelInfo", "QuantizeError", "atomic_save", "branch_nodes", "branch_outputs",
+           "branch_tail_convs", "check_excludes", "conv_groups",
            "finalize_model", "head_nodes", "inspect_float_model", "prepare_model", "quiet", "silu_inputs"]
 
 
@@ -183,8 +187,9 @@ def head_nodes(model_or_path) -> list[str]:
     return [n.name for n in model.graph.node if set(n.output) & outs]
 
 
-def branch_nodes(model_or_path) -> list[str]:
-    """Nodes that feed exactly one graph output: the head's per-output branches (and a segment model's proto branch).
+def branch_outputs(model_or_path) -> dict[str, str]:
+    """{node: the one graph output it feeds} for the nodes that feed exactly one output: the head's per-output
+    branches (and a segment model's proto branch).
 
     Found from the graph's structure, not from names: everything before the point where the outputs' paths split
     reaches several outputs (the backbone and neck), everything after it reaches one.
@@ -196,14 +201,36 @@ def branch_nodes(model_or_path) -> list[str]:
     outputs = [o.name for o in model.graph.output]
     bit = {name: 1 << k for k, name in enumerate(outputs)}
     reached: dict[str, int] = {}  # tensor -> bit set of the outputs it reaches
+    node_mask: dict[str, int] = {}
     for node in reversed(model.graph.node):
         mask = 0
         for tensor in node.output:
             mask |= bit.get(tensor, 0) | reached.get(tensor, 0)
         for tensor in node.input:
             reached[tensor] = reached.get(tensor, 0) | mask
-        reached[node.name + "\0node"] = mask
-    return [n.name for n in model.graph.node if bin(reached[n.name + "\0node"]).count("1") == 1]
+        node_mask[node.name] = mask
+    return {n.name: outputs[node_mask[n.name].bit_length() - 1] for n in model.graph.node
+            if bin(node_mask[n.name]).count("1") == 1}
+
+
+def branch_nodes(model_or_path) -> list[str]:
+    """Nodes that feed exactly one graph output (see :func:`branch_outputs`), in graph order."""
+    return list(branch_outputs(model_or_path))
+
+
+def branch_tail_convs(model_or_path, count: int, prefixes: Sequence[str] = FINE_OUTPUTS) -> list[str]:
+    """The last ``count`` convs of every branch whose output name starts with one of ``prefixes``."""
+    import onnx
+
+    model = onnx.load(str(model_or_path), load_external_data=False) if isinstance(model_or_path, (str, Path)) \
+        else model_or_path
+    owner = branch_outputs(model)
+    convs: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        out = owner.get(node.name)
+        if node.op_type == "Conv" and out is not None and out.startswith(tuple(prefixes)):
+            convs.setdefault(out, []).append(node.name)
+    return [name for names in convs.values() for name in names[-count:]] if count > 0 else []
 
 
 def finalize_model(qdq_path: str | Path, info: ModelInfo, settings: dict[str, Any], out_path: str | Path) -> Path:

@@ -2,15 +2,17 @@
 
 Two layouts, one per engine (``Recipe.target``):
 
-* ``openvino`` (the default): ``tools/qdq.py``'s conv-input placement, int8 weights per output channel, u8
-  asymmetric activations, bias correction. OpenVINO fuses every quantizer into the conv that produces its tensor and runs
-  the convs as int8 (AMX / VNNI); SiLU, adds and concats stay in its float precision.
+* ``openvino`` (the default): ``tools/qdq.py``'s layout, int8 weights per output channel, u8 asymmetric
+  activations quantized where they are computed (concat inputs sharing a scale), bias correction. OpenVINO runs the
+  convs, splits, concats and pools as int8 (VNNI / AMX). Float: the last two convs of every keypoint and
+  mask-coefficient branch (``float_tails``), the outputs int8 rounds visibly.
 * ``onnxruntime``: onnxruntime's ``quantize_static`` (QDQ on every tensor), which onnxruntime's CPU provider fuses
-  into QLinearConv / QLinearSigmoid / QLinearMul chains (u8 activations, the fast combination in its kernels).
+  into QLinearConv / QLinearSigmoid / QLinearMul chains (u8 activations, the fast combination in its kernels), with
+  the head's per-output branches float (``float_branches``).
 
-Both keep the head's per-output branches float (``float_branches``): the nodes that feed exactly one model output,
-found from the graph (box / class / keypoint / mask-coefficient towers and the prototype branch). The
-``recipe comparison`` table in ``tools/quantize.py`` is where these defaults come from.
+Head branches are found from the graph: the nodes that feed exactly one model output (box / class / keypoint /
+mask-coefficient towers and the prototype branch). The ``recipe comparison`` table in ``tools/quantize.py`` is
+where these defaults come from.
 """
 
 from __future__ import annotations
@@ -24,15 +26,15 @@ import numpy as np
 
 from tools.calibration import METHODS, load_or_calibrate, load_or_collect_stats
 from tools.qdq import ActivationStats, build_conv_qdq
-from tools.quant_model import (ModelInfo, QuantizeError, branch_nodes, check_excludes, head_nodes, prepare_model, quiet,
-                               silu_inputs)
+from tools.quant_model import (ModelInfo, QuantizeError, branch_nodes, branch_tail_convs, check_excludes, head_nodes,
+                               prepare_model, quiet, silu_inputs)
 
 TOOL_VERSION = "2"
 DEFAULT_NUM = 256
 DEFAULT_SEED = 0
 TARGETS = ("openvino", "onnxruntime")
 ACT_TYPES = ("u8", "s8")
-STATS_METHODS = ("minmax", "meanminmax")  # what the conv-input statistics support
+STATS_METHODS = ("minmax", "meanminmax")  # what tools/qdq.py's statistics support
 
 __all__ = ["Calibrated", "DEFAULT_RECIPE", "Recipe", "TARGETS", "add_recipe_arguments", "excluded_nodes",
            "calibrate_model", "preset", "quantization_settings", "recipe_from_args"]
@@ -43,7 +45,7 @@ class Recipe:
     """How to quantize. The defaults are the measured best recipe for OpenVINO (``preset("onnxruntime")`` for the
     other layout)."""
 
-    target: str = "openvino"  # openvino (conv-input QDQ) | onnxruntime (QDQ everywhere, QLinear* kernels)
+    target: str = "openvino"  # openvino (tools/qdq.py) | onnxruntime (QDQ everywhere, QLinear* kernels)
     method: str = "meanminmax"  # calibration: minmax | meanminmax | percentile | entropy (the last two: onnxruntime)
     percentile: float = 99.999  # for method == "percentile"
     per_channel: bool = True  # per-output-channel weight scales
@@ -52,8 +54,9 @@ class Recipe:
     weight_symmetric: bool = True
     reduce_range: bool = False  # 7-bit weights (onnxruntime target only)
     silu_clip: float | None = None  # raise SiLU input ranges' low end to -silu_clip (onnxruntime target only)
-    float_head: bool = True  # keep the convs that produce the model outputs float
-    float_branches: bool = True  # keep every node that feeds exactly one model output float (the head's branches)
+    float_head: bool = False  # keep the convs that produce the model outputs float
+    float_branches: bool = False  # keep every node that feeds exactly one model output float (the head's branches)
+    float_tails: int = 2  # keep the last N convs of every keypoint / mask-coefficient branch float
     bias_correction: bool = True  # move biases by the mean shift weight rounding causes (openvino target only)
     auto_exclude: int = 0  # keep the K most sensitive Conv+SiLU groups float (sensitivity analysis)
     num: int = DEFAULT_NUM  # calibration images (all if the folder holds fewer)
@@ -71,6 +74,8 @@ class Recipe:
             raise QuantizeError(f"--act-type must be one of {', '.join(ACT_TYPES)}, got {self.activation_type!r}")
         if self.num < 1:
             raise QuantizeError(f"--num must be >= 1, got {self.num}")
+        if self.float_tails < 0:
+            raise QuantizeError(f"--float-tails must be >= 0, got {self.float_tails}")
         if self.auto_exclude < 0:
             raise QuantizeError(f"--auto-exclude must be >= 0, got {self.auto_exclude}")
         if self.silu_clip is not None and not self.silu_clip > 0:
@@ -97,13 +102,15 @@ class Recipe:
         parts += ["bc"] if self.bias_correction else []
         parts += [f"siluclip{self.silu_clip:g}"] if self.silu_clip else []
         parts += ["floatbranches"] if self.float_branches else (["floathead"] if self.float_head else [])
+        parts += [f"floattails{self.float_tails}"] if self.float_tails and not self.float_branches else []
         return "/".join(parts) + (f"+{len(self.exclude)}float" if self.exclude else "")
 
 
 DEFAULT_RECIPE = Recipe()
 _PRESETS = {
     "openvino": DEFAULT_RECIPE,
-    "onnxruntime": Recipe(target="onnxruntime", silu_clip=7.0, bias_correction=False),
+    "onnxruntime": Recipe(target="onnxruntime", silu_clip=7.0, bias_correction=False, float_head=True,
+                          float_branches=True, float_tails=0),
 }
 
 
@@ -115,9 +122,11 @@ def preset(target: str) -> Recipe:
 
 
 def excluded_nodes(model_path: str | Path, recipe: Recipe) -> list[str]:
-    """Every node the recipe keeps float: ``exclude``, the output convs (``float_head``) and the head's branches
-    (``float_branches``)."""
+    """Every node the recipe keeps float: ``exclude``, the output convs (``float_head``), the head's branches
+    (``float_branches``) and the keypoint / mask-coefficient branches' last convs (``float_tails``)."""
     names = list(recipe.exclude)
+    if recipe.float_tails:
+        names += [n for n in branch_tail_convs(model_path, recipe.float_tails) if n not in names]
     if recipe.float_head:
         names += [n for n in head_nodes(model_path) if n not in names]
     if recipe.float_branches:
@@ -174,7 +183,7 @@ class Calibrated:
     """A float model with its calibration, ready to build W8A8 variants from without recalibrating.
 
     ``model_path`` is the graph the QDQ is placed on: onnxruntime's pre-processed copy for the onnxruntime target
-    (with its calibration ``table``), the float export itself for the openvino target (with conv-input ``stats``).
+    (with its calibration ``table``), the float export itself for the openvino target (with tools/qdq.py's ``stats``).
     """
 
     model_path: Path
@@ -218,6 +227,7 @@ def quantization_settings(recipe: Recipe, info: ModelInfo, n_images: int, model_
         "calibration_seed": recipe.seed,
         "float_head": recipe.float_head,
         "float_branches": recipe.float_branches,
+        "float_tails": recipe.float_tails,
         "excluded_nodes": excluded_nodes(model_path, recipe) if model_path is not None else list(recipe.exclude),
         "float_source_sha256": info.sha256,
         "float_source": info.path.name,
@@ -258,9 +268,14 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduce-range", action=bool_flag, default=None, help="7-bit weights (onnxruntime target)")
     p.add_argument("--silu-clip", type=float, metavar="C",
                    help="raise the low end of SiLU input ranges to -C, 0 for off (onnxruntime target; default 7)")
-    p.add_argument("--float-head", action=bool_flag, default=None, help="keep the output convs float (default on)")
+    p.add_argument("--float-head", action=bool_flag, default=None,
+                   help="keep the output convs float (default: off for openvino, on for onnxruntime)")
     p.add_argument("--float-branches", action=bool_flag, default=None,
-                   help="keep every node that feeds exactly one output float: the head's branches (default on)")
+                   help="keep every node that feeds exactly one output float: the head's branches "
+                        "(default: off for openvino, on for onnxruntime)")
+    p.add_argument("--float-tails", type=int, metavar="N",
+                   help="keep the last N convs of every keypoint / mask-coefficient branch float (default: 2 for "
+                        "openvino, 0 for onnxruntime)")
     p.add_argument("--bias-correction", action=bool_flag, default=None,
                    help="correct conv biases for the mean shift of weight rounding (openvino target; default on)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names to keep float")
@@ -274,6 +289,7 @@ def recipe_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> R
     given = {"method": args.method, "percentile": args.percentile, "per_channel": args.per_channel,
              "activation_type": args.act_type, "activation_symmetric": args.act_symmetric,
              "reduce_range": args.reduce_range, "float_head": args.float_head, "float_branches": args.float_branches,
+             "float_tails": args.float_tails,
              "bias_correction": args.bias_correction, "auto_exclude": args.auto_exclude}
     changes = {k: v for k, v in given.items() if v is not None}
     if args.silu_clip is not None:
