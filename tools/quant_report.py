@@ -235,37 +235,49 @@ def branch_errors(consistency: dict[str, float]) -> dict[str, float]:
 
 
 def task_metrics(float_path: str | Path, q_path: str | Path, images: Sequence[Path],
-                 threads: int | None = None) -> dict[str, Any]:
-    """Label-free box / mask / OKS mAP of the W8A8 model against the float model's own detections (tools/fidelity)."""
+                 threads: int | None = None, engine: str | None = None) -> dict[str, Any]:
+    """Label-free box / mask / OKS mAP of the W8A8 model (run on ``engine``) against the float model's own
+    detections (tools/fidelity)."""
     from tools.eval_coco import make_predictor
     from tools.fidelity import FidelityError, label_free_scores
 
     try:
-        scores = label_free_scores(make_predictor(float_path, threads=threads), make_predictor(q_path, threads=threads),
-                                   images)
+        scores = label_free_scores(make_predictor(float_path, threads=threads),
+                                   make_predictor(q_path, threads=threads, engine=engine), images)
     except FidelityError as exc:
         return {"error": str(exc)}
     return {k: scores[k] for k in ("box", "mask", "pose", "images", "gt_objects", "gt_conf")}
 
 
 # ------------------------------------------------------------------------------------------------------------ speed
-def measure_speed(paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], dtype: str,
+def report_engine(settings: dict[str, Any]) -> str:
+    """The engine a W8A8 file is made for (its ``target_engine``) when installed here, else onnxruntime."""
+    import importlib.util
+
+    target = settings.get("target_engine") or "onnxruntime"
+    return target if importlib.util.find_spec(target) is not None else "onnxruntime"
+
+
+def measure_speed(models: Sequence[tuple[str, str | Path, str]], hw: tuple[int, int], dtype: str,
                   threads: int | None = None, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
-    """Median ms per image at batch 1 for each model, the models alternating so load changes hit all alike."""
-    sessions = [make_session(p, threads) for p in paths]
+    """Median ms per image at batch 1 for each ``(label, path, engine)``, the models alternating so load changes hit
+    all alike."""
+    from runtime.engine import open_engine
+
+    engines = [open_engine(path, engine, threads=threads) for _, path, engine in models]
     x = np.random.default_rng(0).integers(0, 256, (1, 3, *hw), dtype=np.uint8)
     if dtype == "float32":
         x = x.astype(np.float32) / np.float32(255)
-    for s in sessions:
+    for e in engines:
         for _ in range(warmup):
-            s.run(None, {input_name: x})
-    times: list[list[float]] = [[] for _ in sessions]
+            e.run(x)
+    times: list[list[float]] = [[] for _ in engines]
     for _ in range(repeats):
-        for s, t in zip(sessions, times):
+        for e, t in zip(engines, times):
             t0 = time.perf_counter()
-            s.run(None, {input_name: x})
+            e.run(x)
             t.append(time.perf_counter() - t0)
-    return {str(p): float(np.median(t) * 1000) for p, t in zip(paths, times)}
+    return {label: float(np.median(t) * 1000) for (label, _, _), t in zip(models, times)}
 
 
 # ----------------------------------------------------------------------------------------------------------- report
@@ -300,9 +312,12 @@ def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Pat
         rows = tensor_errors(pre_path, q_path, inputs, info.input_name, threads, settings.get("silu_clip"))
     float_outputs = run_outputs(float_path, inputs, info.input_name, threads)
     consistency = output_consistency(float_path, q_path, inputs, info.input_name, threads, float_outputs)
-    speed_paths = [float_path, q_path] + ([baseline_qdq] if baseline_qdq else [])
-    ms = measure_speed(speed_paths, info.input_name, info.input_hw, info.input_dtype, threads, repeats)
-    ms_f, ms_q = ms[str(float_path)], ms[str(q_path)]
+    engine = report_engine(settings)
+    timed = [("float", float_path, "onnxruntime"), ("w8a8", q_path, engine)]
+    timed += [("float_engine", float_path, engine)] if engine != "onnxruntime" else []
+    timed += [("all_int8", baseline_qdq, engine)] if baseline_qdq else []
+    ms = measure_speed(timed, info.input_hw, info.input_dtype, threads, repeats)
+    ms_f, ms_q = ms["float"], ms["w8a8"]
     size_f, size_q = Path(float_path).stat().st_size, Path(q_path).stat().st_size
     report: dict[str, Any] = {
         "float_model": str(float_path),
@@ -310,14 +325,15 @@ def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Pat
         "settings": settings,
         "measured_on": {"images": [Path(p).name for p in images], "count": len(images),
                         "note": "held-back images: not used for calibration"},
-        "speed": {"batch": 1, "threads": threads or "onnxruntime default", "repeats": repeats,
+        "speed": {"batch": 1, "threads": threads or "engine default", "repeats": repeats, "engine": engine,
                   "float_ms": round(ms_f, 2), "w8a8_ms": round(ms_q, 2), "ratio": round(ms_f / ms_q, 3),
+                  "float_engine_ms": round(ms["float_engine"], 2) if "float_engine" in ms else None,
                   "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                   "onnxruntime": onnxruntime.__version__},
         "size": {"float_bytes": size_f, "w8a8_bytes": size_q, "ratio": round(size_q / size_f, 4)},
         "outputs": {k: round(v, 6) for k, v in consistency.items()},
         "branches": branch_errors(consistency),
-        "task_metrics": task_metrics(float_path, q_path, images, threads),
+        "task_metrics": task_metrics(float_path, q_path, images, threads, engine),
         "tensors": rows,
         "op_counts": _op_counts(q_path),
     }
@@ -325,7 +341,7 @@ def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Pat
         report["sensitivity"] = sensitivity.to_dict()
     if auto_exclude and baseline_qdq:
         base = output_consistency(float_path, baseline_qdq, inputs, info.input_name, threads, float_outputs)
-        ms_b = ms[str(baseline_qdq)]
+        ms_b = ms["all_int8"]
         report["auto_exclude"] = {"k": auto_exclude, "groups": settings.get("auto_exclude", {}).get("groups", []),
                                   "consistency_all_int8": round(base["mean"], 6),
                                   "consistency_with_float_groups": round(consistency["mean"], 6),
@@ -351,9 +367,11 @@ def render_markdown(report: dict[str, Any], max_rows: int | None = None) -> str:
     for k in sorted(s):
         v = s[k]
         lines.append(f"| {k} | {', '.join(map(str, v)) if isinstance(v, list) else json.dumps(v) if isinstance(v, dict) else _fmt(v)} |")
+    engine = sp.get("engine", "onnxruntime")
     lines += ["", "## Speed and size", "",
               f"Batch 1, {sp['threads']} threads, median of {sp['repeats']} alternating runs "
-              f"({sp['cpu']}, {sp['cores']} cores, onnxruntime {sp['onnxruntime']}).", "",
+              f"({sp['cpu']}, {sp['cores']} cores, onnxruntime {sp['onnxruntime']}); float on onnxruntime, "
+              f"W8A8 on {engine}{'' if sp.get('float_engine_ms') is None else f' (float on {engine}: ' + _fmt(sp['float_engine_ms']) + ' ms)'}.", "",
               "| | float | W8A8 | ratio |", "|---|---|---|---|",
               f"| ms / image | {_fmt(sp['float_ms'])} | {_fmt(sp['w8a8_ms'])} | {_fmt(sp['ratio'])}x faster |",
               f"| file bytes | {sz['float_bytes']} | {sz['w8a8_bytes']} | {100 * sz['ratio']:.1f}% |", "",

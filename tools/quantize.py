@@ -19,36 +19,45 @@ float model's metadata and adds ``quantization`` (JSON, with ``target_engine``).
 and renamed into place, so a failed run never leaves a half-written model. Errors print one line and exit with 2.
 
 Run the default (openvino) file with ``Predictor(..., engine="openvino")`` / ``--engine openvino``: onnxruntime
-runs it too, with the same results, but computes its convs in float (no speed-up there).
+runs it too, with the same results, but computes its convs in float (slower than the float model there; the
+Predictor warns).
 
 Recipe comparison (yolo11n-pose, real float weights; calibration on ../shared/coco/train2017, 256 images, seed 0
 unless stated; person box / keypoint OKS mAP50-95 on the 495 images of ../shared/coco/val2017-pose with
-tools/eval_coco.py, W8A8 graphs computed by onnxruntime; float 0.7666 / 0.5827):
+``tools/eval_coco.py --engine openvino``; float 0.7666 / 0.5827; OpenVINO latency at batch 1, 640, on a 2-vCPU AMD
+EPYC with AVX-512 VNNI, relative to NNCF's file in alternating rounds):
 
-===========================================================================  ======  ======
-recipe                                                                        box     OKS
-===========================================================================  ======  ======
-onnxruntime quantize_static, old default (pt, u8 asym, siluclip 7, 6 float)  0.7582  0.5389
-  + per-channel weights, no auto-exclude                                     0.7628  0.5537
-  + the head's per-output branches float                                     0.7642  0.5770
-conv-input QDQ, pc, u8 asym, output convs float, no bias correction          0.7666  0.5639
-  + bias correction                                                          0.7682  0.5670
-conv-input QDQ, pc, s8 symmetric, output convs float, bias correction        0.7665  0.5626
-  + the head's branches float (seeds 0 / 1 / 2: 0.7671 0.7660 0.7649 box)    0.7671  0.5807
-    same, no bias correction                                                 0.7655  0.5759
-default: conv-input QDQ, pc (grid-aware scales), u8 asym, bc, branches       0.7695  0.5845
-  float; calibration seeds 1 / 2                                             0.7672  0.5862
-                                                                             0.7681  0.5868
-NNCF INT8 via Ultralytics' OpenVINO export (318 train2017 images)            0.7660  0.5626
-===========================================================================  ======  ======
+=============================================================================  ======  ======  =========
+recipe                                                                          box     OKS    latency
+=============================================================================  ======  ======  =========
+conv-input QDQ (a quantizer on each conv input), pc, u8 asym, bc, the head's   0.7687  0.5858  1.25-1.3x
+  branches float (the previous default)
+quantizers where activations are computed, one scale per concat (the layout    0.7665  0.5634  0.95x
+  of tools/qdq.py), every conv int8
+  + the keypoint branches float                                                0.7665  0.5782  1.05-1.1x
+  + the box, class and keypoint branches float                                 0.7680  0.5801
+  + only each keypoint branch's last conv float                                0.7665  0.5662
+  + only its first conv float                                                  0.7665  0.5654
+  + its first two convs float                                                  0.7665  0.5803
+  + its last two convs float (default; seeds 0 / 1 / 2)                        0.7665  0.5780  1.0-1.05x
+                                                                               0.7662  0.5776
+                                                                               0.7653  0.5786
+  same, concat inputs with their own scales (concats requantize)               0.7668  0.5805  1.2-1.3x
+  same, minmax ranges instead of the mean of per-image min / max               0.7639  0.5762
+NNCF INT8 via Ultralytics' OpenVINO export (all 318 train2017 images)          0.7628  0.5665  1.0x
+=============================================================================  ======  ======  =========
 
-The default over seeds 0-2: box +0.06 to +0.29 points, OKS +0.18 to +0.41 over float, a spread of 0.23 / 0.23
-points; NNCF's row is 0.35 box / 2.2 OKS points below the default's worst seed. The decisive choice is keeping the
-head's branches float (+1.8 OKS points in both layouts); keeping the attention block or the first two convs float
-as well changed nothing beyond the seed spread. s8 symmetric activations (faster in OpenVINO) cost 1.3 box points
-on yolov8n, u8 asymmetric none. On the int8-grid checkpoints (val2017 subset, 164 images; seeds 0 / 1 / 2):
-yolov8n box 0.3698 -> 0.3701 / 0.3681; yolov8n-seg box 0.3674 -> 0.3623 / 0.3642 / 0.3670, mask 0.3085 -> 0.3062 /
-0.3043 / 0.3077 (164 images move mAP by +-0.3-0.5 points between draws).
+The default over seeds 0-2 loses 0.01-0.13 box points and 0.41-0.51 OKS points (a spread of 0.12 / 0.10), and
+is 0.25-0.37 box / 1.1-1.2 OKS points above NNCF. What decides the accuracy is the input of each keypoint branch's
+middle conv: rounding it costs 1.4 OKS points (first-two vs last-conv rows), rounding the other keypoint tensors
+almost nothing; the box and class branches quantize for free. What decides the speed is where the quantizers sit:
+on conv inputs, OpenVINO keeps the C2f splits and concats in bf16 and adds about 80 reorders and 35 standalone
+quantizers (1.25x slower); on the computed tensors, with one scale per concat, everything between two convs runs
+in int8, as in NNCF's file. The two remaining float convs per level (bf16) cost about 5%. On the int8-grid
+checkpoints (val2017 subset, 164 images; float through onnxruntime / W8A8 through OpenVINO, seeds 0 / 1 / 2):
+yolov8n box 0.3698 -> 0.3664 / 0.3695 / 0.3721; yolov8n-seg box 0.3674 -> 0.3687 / 0.3699 / 0.3708, mask 0.3085 ->
+0.3095 / 0.3067 / 0.3077 (164 images move mAP by +-0.3-0.5 points between draws). s8 symmetric activations cost 1.3
+box points on yolov8n in the previous layout, u8 asymmetric none.
 """
 
 from __future__ import annotations
