@@ -30,7 +30,6 @@ Heavy dependencies (torch, ultralytics, onnx) are imported inside functions so `
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -44,21 +43,28 @@ from typing import Any, Iterator, Sequence
 if __package__ in (None, ""):  # `python tools/export.py` puts tools/ first on sys.path: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PRODUCER = "yolo-edge-runtime"
-LAYOUT = "truncated-head"
-LAYOUT_VERSION = "1"
-INPUT_NAME = "images"
-PROTO_NAME = "proto"
-INPUT_DTYPES = ("uint8", "float32")
-MIN_OPSET = 11  # nearest Resize with scales needs opset 11 in the legacy exporter
-MAX_IR_VERSION = 10  # keep the files loadable by older onnxruntime builds (as Ultralytics does)
+from tools.layout import (  # noqa: E402 - the shared truncated-head layout
+    INPUT_DTYPES,
+    INPUT_NAME,
+    LAYOUT,
+    LAYOUT_VERSION,
+    LEVEL_OUTPUTS,
+    MAX_IR_VERSION,
+    PRODUCER,
+    PROTO_NAME,
+    check_layout,
+    layout_metadata,
+    level_name,
+    name_dynamic_dims,
+    normalise_input_in_graph,
+    output_names,
+    set_metadata,
+    shape_of,
+    simplify as simplify_graph,
+    summarize,
+)
 
-# task -> names of the per-level outputs, in order; segment additionally ends with "proto"
-LEVEL_OUTPUTS = {
-    "detect": ("box", "cls"),
-    "segment": ("box", "cls", "mc"),
-    "pose": ("box", "cls", "kpt"),
-}
+MIN_OPSET = 11  # nearest Resize with scales needs opset 11 in the legacy exporter
 
 __all__ = [
     "CheckpointError",
@@ -95,23 +101,10 @@ class ExportArgumentError(ExportError, ValueError):
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
-def output_names(task: str, strides: Sequence[int]) -> list[str]:
-    """Return the graph output names of a truncated-head export, in order.
-
-    >>> output_names("segment", [8, 16, 32])[:3], output_names("segment", [8, 16, 32])[-1]
-    (['box_p3', 'cls_p3', 'mc_p3'], 'proto')
-    """
-    if task not in LEVEL_OUTPUTS:
-        raise ValueError(f"unknown task {task!r}, expected one of {sorted(LEVEL_OUTPUTS)}")
-    names = [f"{kind}_{_level_name(s)}" for s in strides for kind in LEVEL_OUTPUTS[task]]
-    return names + [PROTO_NAME] if task == "segment" else names
-
-
-def _level_name(stride: int) -> str:
-    p = math.log2(stride)
-    if stride < 1 or p != int(p):
-        raise ValueError(f"stride {stride} is not a power of two")
-    return f"p{int(p)}"
+_level_name = level_name  # kept for callers of the old private names
+_normalise_in_graph = normalise_input_in_graph
+_check_layout = check_layout
+_shape_of = shape_of
 
 
 def _parse_imgsz(imgsz: Any) -> tuple[int, int]:
@@ -272,57 +265,6 @@ def truncated_head(head, task: str) -> Iterator[None]:
             del head.forward
 
 
-# ---------------------------------------------------------------------------------------------------------- ONNX
-def _normalise_in_graph(model_onnx) -> None:
-    """Make the image input uint8 and start the graph with Ultralytics' ``float(x) / 255`` (bit for bit)."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = model_onnx.graph
-    normalised = f"{INPUT_NAME}_normalised"
-    for node in graph.node:
-        node.input[:] = [normalised if name == INPUT_NAME else name for name in node.input]
-    graph.initializer.append(numpy_helper.from_array(np.array(255, np.float32), f"{INPUT_NAME}_scale"))
-    graph.node.insert(0, helper.make_node("Div", [f"{INPUT_NAME}_float", f"{INPUT_NAME}_scale"], [normalised],
-                                          name="/normalise/Div"))
-    graph.node.insert(0, helper.make_node("Cast", [INPUT_NAME], [f"{INPUT_NAME}_float"], to=TensorProto.FLOAT,
-                                          name="/normalise/Cast"))
-    graph.input[0].type.tensor_type.elem_type = TensorProto.UINT8
-
-
-def _producers(model_onnx) -> dict[str, Any]:
-    return {o: n for n in model_onnx.graph.node for o in n.output}
-
-
-def _check_layout(model_onnx, names: list[str]) -> str | None:
-    """Return None when the graph has the expected input/outputs and head outputs come straight from Conv nodes."""
-    got = [o.name for o in model_onnx.graph.output]
-    if got != names:
-        return f"outputs are {got}, expected {names}"
-    inputs = [i.name for i in model_onnx.graph.input if i.name not in {t.name for t in model_onnx.graph.initializer}]
-    if inputs != [INPUT_NAME]:
-        return f"inputs are {inputs}, expected [{INPUT_NAME!r}]"
-    prod = _producers(model_onnx)
-    for n in names:
-        if n != PROTO_NAME and (n not in prod or prod[n].op_type != "Conv"):
-            return f"output {n} is produced by {prod[n].op_type if n in prod else 'nothing'}, not Conv"
-    return None
-
-
-def _shape_of(value_info) -> list[int | str]:
-    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
-
-
-def summarize(onnx_path: str | Path) -> str:
-    """One-line summary: path, size in MB, outputs with shapes."""
-    import onnx
-
-    path = Path(onnx_path)
-    m = onnx.load(str(path), load_external_data=False)
-    outs = " ".join(f"{o.name}{_shape_of(o)}".replace(" ", "").replace("'", "") for o in m.graph.output)
-    return f"{path} ({path.stat().st_size / 1e6:.1f} MB): {outs}"
-
-
 def export_truncated(
     pt_path: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
@@ -430,65 +372,24 @@ def export_truncated(
 
         model_onnx = onnx.load(str(tmp))
         if input_dtype == "uint8":
-            _normalise_in_graph(model_onnx)
-        problem = _check_layout(model_onnx, names)
+            normalise_input_in_graph(model_onnx)
+        problem = check_layout(model_onnx, names)
         if problem:
             raise ExportError(f"{pt}: unexpected exported graph: {problem}")
 
         simplified = False
         if simplify:
-            try:
-                import onnxslim
-            except ImportError:
-                onnxslim = None
-            if onnxslim is not None:
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        slim = onnxslim.slim(model_onnx)
-                    problem = _check_layout(slim, names)
-                except Exception as e:  # keep the plain export on any simplifier failure
-                    slim, problem = None, f"{type(e).__name__}: {_first_line(e)}"
-                if problem:
-                    warnings.warn(f"{pt}: onnxslim result discarded ({problem}); keeping the unsimplified graph")
-                else:
-                    model_onnx, simplified = slim, True
+            model_onnx, simplified = simplify_graph(model_onnx, names, str(pt))
+            name_dynamic_dims(model_onnx, dynamic_axes)
 
         if model_onnx.ir_version > MAX_IR_VERSION:
             model_onnx.ir_version = MAX_IR_VERSION
-        meta = {
-            "producer": PRODUCER,
-            "layout": LAYOUT,
-            "layout_version": LAYOUT_VERSION,
-            "task": info.task,
-            "names": json.dumps({str(k): v for k, v in sorted(info.names.items())}, ensure_ascii=False),
-            "strides": json.dumps(info.strides),
-            "reg_max": str(info.reg_max),
-            "nc": str(info.nc),
-        }
-        if info.nm is not None:
-            meta["nm"] = str(info.nm)
-        if info.kpt_shape is not None:
-            meta["kpt_shape"] = json.dumps(info.kpt_shape)
-        if info.dfl_bins is not None:
-            meta["dfl_bins"] = json.dumps(info.dfl_bins)
-        meta.update(
-            {
-                "imgsz": json.dumps([h, w]),
-                "batch": "dynamic" if fixed_batch is None else str(fixed_batch),
-                "dynamic_hw": "true" if dynamic_hw else "false",
-                "input_dtype": input_dtype,
-                "source": pt.name,
-                "source_sha256": sha,
-                "ultralytics_version": _ultralytics_version(),
-                "opset": str(opset),
-                "simplified": "true" if simplified else "false",
-            }
-        )
-        del model_onnx.metadata_props[:]
-        for k, v in meta.items():
-            prop = model_onnx.metadata_props.add()
-            prop.key, prop.value = k, v
+        set_metadata(model_onnx, layout_metadata(
+            task=info.task, names=info.names, strides=info.strides, reg_max=info.reg_max, nm=info.nm,
+            kpt_shape=info.kpt_shape, dfl_bins=info.dfl_bins, imgsz=(h, w), batch=fixed_batch, dynamic_hw=dynamic_hw,
+            input_dtype=input_dtype, source=pt.name, source_sha256=sha, ultralytics_version=_ultralytics_version(),
+            opset=opset, simplified=simplified,
+        ))
 
         try:
             onnx.checker.check_model(model_onnx)

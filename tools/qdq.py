@@ -278,7 +278,8 @@ def build_conv_qdq(model, stats: ActivationStats, exclude: Iterable[str] = (), *
         dqn = f"{w_name}_dequantized_{node.name}"
         weight_dq[node.name] = [helper.make_node("DequantizeLinear", [qn, sn, zn], [dqn], name=f"{dqn}_DequantizeLinear",
                                                  axis=0)]
-        if bias_correction and node.input[0] != exact:
+        bias_is_constant = len(node.input) < 3 or not node.input[2] or node.input[2] in inits
+        if bias_correction and node.input[0] != exact and bias_is_constant:  # (a computed bias is left as it is)
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
             shift = _bias_shift(w, q.astype(np.float32) * scale.reshape(-1, *([1] * (w.ndim - 1))), group,
                                 stats.channel_mean(node.input[0]))

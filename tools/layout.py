@@ -1,0 +1,199 @@
+"""The truncated-head ONNX layout, shared by ``tools/export.py`` (from a .pt) and ``tools/truncate.py`` (from an ONNX).
+
+One place for what both writers must agree on: the output names (``box_pN``, ``cls_pN``, ``mc_pN`` / ``kpt_pN``,
+``proto``), the metadata keys the runtime reads (:mod:`runtime.spec`), the optional uint8 input prologue
+(Ultralytics' ``float(x) / 255`` inside the graph), the layout check and the optional onnxslim pass.
+
+Only ``onnx`` (and ``numpy``) are imported, inside functions, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+PRODUCER = "yolo-edge-runtime"
+LAYOUT = "truncated-head"
+LAYOUT_VERSION = "1"
+INPUT_NAME = "images"
+PROTO_NAME = "proto"
+INPUT_DTYPES = ("uint8", "float32")
+MAX_IR_VERSION = 10  # keep the files loadable by older onnxruntime builds (as Ultralytics does)
+
+# task -> names of the per-level outputs, in order; segment additionally ends with "proto"
+LEVEL_OUTPUTS = {
+    "detect": ("box", "cls"),
+    "segment": ("box", "cls", "mc"),
+    "pose": ("box", "cls", "kpt"),
+}
+
+__all__ = [
+    "INPUT_DTYPES", "INPUT_NAME", "LAYOUT", "LAYOUT_VERSION", "LEVEL_OUTPUTS", "MAX_IR_VERSION", "PRODUCER",
+    "PROTO_NAME", "check_layout", "layout_metadata", "level_name", "normalise_input_in_graph", "output_names",
+    "set_metadata", "shape_of", "simplify", "summarize",
+]  # fmt: skip
+
+
+def output_names(task: str, strides: Sequence[int]) -> list[str]:
+    """Return the graph output names of a truncated-head model, in order.
+
+    >>> output_names("segment", [8, 16, 32])[:3], output_names("segment", [8, 16, 32])[-1]
+    (['box_p3', 'cls_p3', 'mc_p3'], 'proto')
+    """
+    if task not in LEVEL_OUTPUTS:
+        raise ValueError(f"unknown task {task!r}, expected one of {sorted(LEVEL_OUTPUTS)}")
+    names = [f"{kind}_{level_name(s)}" for s in strides for kind in LEVEL_OUTPUTS[task]]
+    return names + [PROTO_NAME] if task == "segment" else names
+
+
+def level_name(stride: int) -> str:
+    """``8 -> "p3"``; ValueError unless the stride is a power of two."""
+    p = math.log2(stride) if stride >= 1 else 0.5
+    if p != int(p):
+        raise ValueError(f"stride {stride} is not a power of two")
+    return f"p{int(p)}"
+
+
+def normalise_input_in_graph(model_onnx, input_name: str = INPUT_NAME) -> None:
+    """Make the float image input uint8 and start the graph with Ultralytics' ``float(x) / 255`` (bit for bit)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model_onnx.graph
+    normalised = f"{input_name}_normalised"
+    for node in graph.node:
+        node.input[:] = [normalised if name == input_name else name for name in node.input]
+    graph.initializer.append(numpy_helper.from_array(np.array(255, np.float32), f"{input_name}_scale"))
+    graph.node.insert(0, helper.make_node("Div", [f"{input_name}_float", f"{input_name}_scale"], [normalised],
+                                          name="/normalise/Div"))
+    graph.node.insert(0, helper.make_node("Cast", [input_name], [f"{input_name}_float"], to=TensorProto.FLOAT,
+                                          name="/normalise/Cast"))
+    for inp in graph.input:
+        if inp.name == input_name:
+            inp.type.tensor_type.elem_type = TensorProto.UINT8
+
+
+def check_layout(model_onnx, names: list[str], input_name: str = INPUT_NAME) -> str | None:
+    """None when the graph has the one expected input and the expected outputs, every head output straight from a
+    Conv node; otherwise what is wrong."""
+    got = [o.name for o in model_onnx.graph.output]
+    if got != names:
+        return f"outputs are {got}, expected {names}"
+    inits = {t.name for t in model_onnx.graph.initializer}
+    inputs = [i.name for i in model_onnx.graph.input if i.name not in inits]
+    if inputs != [input_name]:
+        return f"inputs are {inputs}, expected [{input_name!r}]"
+    prod = {o: n for n in model_onnx.graph.node for o in n.output}
+    for n in names:
+        if n != PROTO_NAME and (n not in prod or prod[n].op_type != "Conv"):
+            return f"output {n} is produced by {prod[n].op_type if n in prod else 'nothing'}, not Conv"
+    return None
+
+
+def shape_of(value_info) -> list[int | str]:
+    """The dims of a ValueInfoProto: ints, or the dim_param names of dynamic ones."""
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def summarize(onnx_path: str | Path) -> str:
+    """One-line summary: path, size in MB, outputs with shapes."""
+    import onnx
+
+    path = Path(onnx_path)
+    m = onnx.load(str(path), load_external_data=False)
+    outs = " ".join(f"{o.name}{shape_of(o)}".replace(" ", "").replace("'", "") for o in m.graph.output)
+    return f"{path} ({path.stat().st_size / 1e6:.1f} MB): {outs}"
+
+
+def layout_metadata(
+    *,
+    task: str,
+    names: dict[int, str],
+    strides: Sequence[int],
+    reg_max: int,
+    nm: int | None,
+    kpt_shape: Sequence[int] | None,
+    dfl_bins: Sequence[float] | None,
+    imgsz: tuple[int, int],
+    batch: int | None,
+    dynamic_hw: bool,
+    input_dtype: str,
+    source: str,
+    source_sha256: str,
+    ultralytics_version: str,
+    opset: int,
+    simplified: bool,
+) -> dict[str, str]:
+    """The metadata_props of a truncated-head file, every value a string, in a fixed key order."""
+    meta = {
+        "producer": PRODUCER,
+        "layout": LAYOUT,
+        "layout_version": LAYOUT_VERSION,
+        "task": task,
+        "names": json.dumps({str(k): v for k, v in sorted(names.items())}, ensure_ascii=False),
+        "strides": json.dumps([int(s) for s in strides]),
+        "reg_max": str(reg_max),
+        "nc": str(len(names)),
+    }
+    if nm is not None:
+        meta["nm"] = str(nm)
+    if kpt_shape is not None:
+        meta["kpt_shape"] = json.dumps([int(v) for v in kpt_shape])
+    if dfl_bins is not None:
+        meta["dfl_bins"] = json.dumps([float(v) for v in dfl_bins])
+    meta.update(
+        {
+            "imgsz": json.dumps([int(imgsz[0]), int(imgsz[1])]),
+            "batch": "dynamic" if batch is None else str(batch),
+            "dynamic_hw": "true" if dynamic_hw else "false",
+            "input_dtype": input_dtype,
+            "source": source,
+            "source_sha256": source_sha256,
+            "ultralytics_version": ultralytics_version,
+            "opset": str(opset),
+            "simplified": "true" if simplified else "false",
+        }
+    )
+    return meta
+
+
+def set_metadata(model_onnx, meta: dict[str, str]) -> None:
+    """Replace the model's metadata_props with ``meta``."""
+    del model_onnx.metadata_props[:]
+    for k, v in meta.items():
+        prop = model_onnx.metadata_props.add()
+        prop.key, prop.value = k, v
+
+
+def name_dynamic_dims(model_onnx, dynamic_axes: dict[str, dict[int, str]]) -> None:
+    """Give the graph's inputs and outputs the dim names of ``dynamic_axes`` again: onnxslim may replace an output's
+    named dims with the expressions shape inference derives (``floor((height - 1) / 2) + 1``)."""
+    for value_info in list(model_onnx.graph.input) + list(model_onnx.graph.output):
+        for axis, name in dynamic_axes.get(value_info.name, {}).items():
+            dims = value_info.type.tensor_type.shape.dim
+            if axis < len(dims):
+                dims[axis].dim_param = name
+
+
+def simplify(model_onnx, names: list[str], where: str, input_name: str = INPUT_NAME):
+    """Run onnxslim when importable; return (model, simplified). The slimmed graph is kept only when it still has the
+    layout (:func:`check_layout`); otherwise a warning naming ``where`` and the unchanged model."""
+    try:
+        import onnxslim
+    except ImportError:
+        return model_onnx, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slim = onnxslim.slim(model_onnx)
+        problem = check_layout(slim, names, input_name)
+    except Exception as e:  # keep the plain graph on any simplifier failure
+        text = str(e).strip() or type(e).__name__
+        slim, problem = None, f"{type(e).__name__}: {text.splitlines()[0]}"
+    if problem:
+        warnings.warn(f"{where}: onnxslim result discarded ({problem}); keeping the unsimplified graph")
+        return model_onnx, False
+    return slim, True
