@@ -55,7 +55,6 @@ from tools.layout import (  # noqa: E402 - the shared truncated-head layout
     check_layout,
     layout_metadata,
     level_name,
-    name_dynamic_dims,
     normalise_input_in_graph,
     output_names,
     set_metadata,
@@ -380,7 +379,6 @@ def export_truncated(
         simplified = False
         if simplify:
             model_onnx, simplified = simplify_graph(model_onnx, names, str(pt))
-            name_dynamic_dims(model_onnx, dynamic_axes)
 
         if model_onnx.ir_version > MAX_IR_VERSION:
             model_onnx.ir_version = MAX_IR_VERSION

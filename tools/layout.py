@@ -168,19 +168,24 @@ def set_metadata(model_onnx, meta: dict[str, str]) -> None:
         prop.key, prop.value = k, v
 
 
-def name_dynamic_dims(model_onnx, dynamic_axes: dict[str, dict[int, str]]) -> None:
-    """Give the graph's inputs and outputs the dim names of ``dynamic_axes`` again: onnxslim may replace an output's
-    named dims with the expressions shape inference derives (``floor((height - 1) / 2) + 1``)."""
-    for value_info in list(model_onnx.graph.input) + list(model_onnx.graph.output):
-        for axis, name in dynamic_axes.get(value_info.name, {}).items():
-            dims = value_info.type.tensor_type.shape.dim
+def _dim_names(model_onnx) -> dict[str, dict[int, str]]:
+    """{input / output name: {axis: dim name}} of the graph's named (dynamic) dims."""
+    return {vi.name: {k: d.dim_param for k, d in enumerate(vi.type.tensor_type.shape.dim) if d.dim_param}
+            for vi in list(model_onnx.graph.input) + list(model_onnx.graph.output)}
+
+
+def _name_dims(model_onnx, names: dict[str, dict[int, str]]) -> None:
+    for vi in list(model_onnx.graph.input) + list(model_onnx.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        for axis, name in names.get(vi.name, {}).items():
             if axis < len(dims):
                 dims[axis].dim_param = name
 
 
 def simplify(model_onnx, names: list[str], where: str, input_name: str = INPUT_NAME):
     """Run onnxslim when importable; return (model, simplified). The slimmed graph is kept only when it still has the
-    layout (:func:`check_layout`); otherwise a warning naming ``where`` and the unchanged model."""
+    layout (:func:`check_layout`); otherwise a warning naming ``where`` and the unchanged model. The inputs' and
+    outputs' dim names survive (onnxslim writes the expressions shape inference derives, ``floor(...) + 1``)."""
     try:
         import onnxslim
     except ImportError:
@@ -196,4 +201,5 @@ def simplify(model_onnx, names: list[str], where: str, input_name: str = INPUT_N
     if problem:
         warnings.warn(f"{where}: onnxslim result discarded ({problem}); keeping the unsimplified graph")
         return model_onnx, False
+    _name_dims(slim, _dim_names(model_onnx))
     return slim, True
