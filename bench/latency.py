@@ -6,6 +6,8 @@
                             [--baseline-without-read-ahead] [--cold-start]
                             [--engine onnxruntime,openvino,openvino:f32] [--device CPU]
                             [--json OUT.json]
+    python bench/latency.py --model yolov8n-seg.onnx --video clip.mp4 [--compare-ultralytics yolov8n-seg.pt]
+                            [--live-fps 30] [--stream-buffer N] [--json OUT.json]
 
 For every batch size: model load (Predictor construction), preprocess, inference, decode, NMS,
 masks, postprocess (= decode + NMS + masks) and total (= the sum of all per-image stages) as
@@ -113,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "the engine ratios)")
     p.add_argument("--device", default=None, help="OpenVINO device (default CPU)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write every figure to this JSON file")
+    p.add_argument("--video", type=Path, default=None, metavar="FILE",
+                   help="time Predictor.stream on this video file instead (frames/s, per-frame latency, stage "
+                        "shares; with --compare-ultralytics, Ultralytics' predict(stream=True) on its own ONNX "
+                        "export); see bench/video.py")
+    p.add_argument("--live-fps", type=float, default=None, metavar="F",
+                   help="with --video: also replay the file as a live source at F frames/s (drops, latency)")
+    p.add_argument("--stream-buffer", type=int, default=1, metavar="N",
+                   help="with --live-fps: frames the live source may queue (default 1)")
+    p.add_argument("--segment-frames", type=int, default=30, metavar="N",
+                   help="with --video and --compare-ultralytics: time both sides on segments of N frames, "
+                        "interleaved (default 30; 0: the whole file, one side after the other)")
     return p
 
 
@@ -574,6 +587,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"error: model {args.model} not found (export one: python tools/export.py M.pt -o M.onnx)",
               file=sys.stderr)
+        return 2
+    if args.video is not None:
+        from bench.video import run_video
+
+        if args.compare_ultralytics is not None and not args.compare_ultralytics.is_file():
+            print(f"error: --compare-ultralytics model {args.compare_ultralytics} not found", file=sys.stderr)
+            return 2
+        return run_video(args)
+    if args.live_fps is not None:
+        print("error: --live-fps needs --video FILE", file=sys.stderr)
         return 2
     if args.baseline_without_read_ahead and args.baseline is None:
         print("error: --baseline-without-read-ahead needs --baseline (e.g. the --model file itself)", file=sys.stderr)

@@ -5,12 +5,14 @@ through onnxruntime (the default) or OpenVINO.
 >>> results = Predictor("yolov8n-seg.onnx").predict("bus.jpg")
 """
 
-from .errors import EngineNotInstalledError, InputError, ModelError, YoloRuntimeError
+from .errors import EngineNotInstalledError, InputError, ModelError, StreamError, YoloRuntimeError
 from .letterbox import Letterbox
 from .predictor import Predictor
+from .frames import FrameInfo, Skipped
 from .result import Result
+from .sources import StreamInput
 from .spec import ModelSpec
 
-__all__ = ["Predictor", "Result", "Letterbox", "ModelSpec", "YoloRuntimeError", "ModelError", "InputError",
-           "EngineNotInstalledError"]
+__all__ = ["Predictor", "Result", "FrameInfo", "Skipped", "StreamInput", "Letterbox", "ModelSpec", "YoloRuntimeError",
+           "ModelError", "InputError", "StreamError", "EngineNotInstalledError"]
 __version__ = "0.1.0"

@@ -56,3 +56,27 @@ def result_to_coco(result: Result, image_id: Any, category_ids: Sequence[int] | 
                                       "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
         records.append(record)
     return records
+
+
+def frame_record(result: Result) -> dict:
+    """One JSON-ready record of an image or video frame: where it came from and its detections as COCO-style
+    dicts (category, bbox [x, y, w, h], score, RLE ``segmentation`` for segment models, flat ``keypoints``
+    [x1, y1, v1, ...] for pose models)."""
+    detections = result_to_coco(result, None, with_names=True)
+    for det in detections:
+        del det["image_id"]
+    if result.keypoints is not None and len(result):
+        flat = np.round(result.keypoints.reshape(len(result), -1).astype(np.float64), 2).tolist()
+        for det, points in zip(detections, flat):
+            det["keypoints"] = points
+    frame = result.frame
+    h, w = result.orig_hw
+    return {
+        "source": frame.source if frame else result.path,
+        "kind": frame.kind if frame else "image",
+        "frame": frame.index if frame else 0,
+        "timestamp_ms": None if frame is None or frame.timestamp_ms is None else round(frame.timestamp_ms, 3),
+        "width": int(w),
+        "height": int(h),
+        "detections": detections,
+    }

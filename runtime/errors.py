@@ -13,5 +13,9 @@ class InputError(YoloRuntimeError):
     """An image, folder or argument passed by the caller is unusable."""
 
 
+class StreamError(InputError):
+    """A live stream stopped and could not be reopened; the message names the source."""
+
+
 class EngineNotInstalledError(YoloRuntimeError, ImportError):
     """The inference engine asked for is not installed; the message says how to install it."""

@@ -1,33 +1,43 @@
-"""Command line: ``python -m runtime.infer PATH... --model M.onnx``.
+"""Command line: ``python -m runtime.infer SOURCE... --model M.onnx``.
 
-Prints one line per image (file, size, detections per class, ms per stage), saves annotated
-images, and optionally writes the results as COCO-style JSON with RLE masks.
+Sources are images, folders (images and videos), globs, video files, camera indices, stream URLs or
+``.txt`` / ``.streams`` lists of these. Prints one line per image (file, size, detections per class,
+ms per stage) and a progress bar per video; saves annotated images and videos; optionally writes
+COCO-style JSON (images) and a JSONL log of every image and frame. Inputs that cannot be read are
+skipped and listed at the end. Exit status: 0 when every input ran, 1 when some were skipped or a
+stream broke, 2 for usage and model errors, 130 when interrupted (Ctrl-C: outputs are closed and kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 
-from .coco import result_to_coco
-from .draw import annotate
 from .engine import DEFAULT_ENGINE, ENGINES, EXPORT_HINT
 from .errors import InputError, ModelError, YoloRuntimeError
-from .files import atomic_write_bytes, atomic_write_json
+from .outputs import STAGES, Outputs, format_line  # noqa: F401 - format_line, STAGES: this module's API before
 from .predictor import Predictor
+from .video_writer import DEFAULT_CODEC, check_codec
 
-STAGES = (("preprocess", "pre"), ("inference", "infer"), ("decode", "decode"), ("nms", "nms"), ("masks", "masks"))
+EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.infer",
-        description="Detect (and segment) objects in images with a YOLOv8 ONNX model.",
+        description="Detect (and segment) objects in images, videos and streams with a YOLOv8 ONNX model.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders of images")
+    parser.add_argument("paths", nargs="+", metavar="SOURCE",
+                        help="images, videos, folders (images and videos), globs, camera indices (0, /dev/video0), "
+                             "rtsp:// rtmp:// http(s):// URLs, or .txt/.streams files listing sources")
     parser.add_argument("--model", "-m", type=Path,
                         help="ONNX model (float or W8A8); default: the only *.onnx in the current folder")
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold, keep score > conf (default 0.25)")
@@ -51,8 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for annotated images and JSON (default runs/infer)")
     parser.add_argument("--no-save", action="store_true", help="do not write annotated images")
     parser.add_argument("--json", nargs="?", const="predictions.json", default=None, metavar="FILE",
-                        help="also write COCO-style results (boxes xywh, RLE masks) to FILE, "
-                             "relative to --save-dir (default name predictions.json)")
+                        help="also write COCO-style results of the images (boxes xywh, RLE masks) to FILE, "
+                             "relative to --save-dir (default name predictions.json); video frames go to --jsonl")
+    parser.add_argument("--jsonl", default=None, metavar="FILE",
+                        help="write one JSON line per image or frame (source, frame, timestamp_ms, detections with "
+                             "COCO boxes, RLE masks, keypoints) to FILE, relative to --save-dir, flushed as it goes")
+    parser.add_argument("--vid-stride", type=int, default=1, metavar="N",
+                        help="run every N-th frame of videos and streams (default 1)")
+    parser.add_argument("--stream-buffer", type=int, default=1, metavar="N",
+                        help="frames a live stream may queue; older ones are dropped (default 1: the latest)")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N",
+                        help="run at most N frames of each video or stream")
+    parser.add_argument("--video-codec", default=DEFAULT_CODEC, metavar="FOURCC",
+                        help=f"codec of annotated videos (default {DEFAULT_CODEC}, in .mp4; MJPG/XVID write .avi)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="one line per video frame instead of a progress bar, and OpenCV's own logs")
     return parser
 
 
@@ -71,45 +94,86 @@ def find_model(model: Path | None) -> Path:
                      "pick one with --model")
 
 
-def format_line(result, name: str) -> str:
-    h, w = result.orig_hw
-    counts = ", ".join(f"{n} {c}" for c, n in result.counts().items()) or "no detections"
-    stages = ", ".join(f"{short} {result.speed_ms[key]:.1f}" for key, short in STAGES if key in result.speed_ms)
-    return f"{name} {w}x{h}: {counts} | ms: {stages}"
+@contextmanager
+def stop_on_sigint() -> Iterator[threading.Event]:
+    """While active, a first Ctrl-C (SIGINT) sets the yielded event, so the run ends after the current
+    frame and closes its outputs; a second one raises KeyboardInterrupt as usual."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def quiet_opencv() -> None:
+    """Silence OpenCV's and FFmpeg's own console logs (pages of C++ context for a missing camera or a corrupt
+    file); the runtime reports every unreadable input itself, naming it."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when FFmpeg is first used
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        quiet_opencv()
     try:
         model = find_model(args.model)
+        if not args.no_save:
+            check_codec(args.video_codec)
         predictor = Predictor(model, conf=args.conf, iou=args.iou, max_det=args.max_det, classes=args.classes,
                               agnostic=args.agnostic, imgsz=args.imgsz, threads=args.threads, batch=args.batch,
                               retina_masks=True, engine=args.engine, precision=args.precision, device=args.device)
-        records = []
-        names_seen: set[str] = set()
-        for index, (result, image) in enumerate(predictor.stream_with_images(args.paths)):
-            name = Path(result.path).name if result.path else f"image{index}"
-            print(format_line(result, name), flush=True)
-            if not args.no_save:
-                stem, suffix = Path(name).stem, Path(name).suffix or ".jpg"
-                if name in names_seen:
-                    stem = f"{stem}_{index}"
-                names_seen.add(name)
-                ok, encoded = cv2.imencode(suffix, annotate(image, result))
-                if not ok:
-                    raise InputError(f"{name}: cannot encode annotated image as {suffix}")
-                atomic_write_bytes(args.save_dir / f"{stem}{suffix}", encoded.tobytes())
-            if args.json:
-                records.extend(result_to_coco(result, name, with_names=True))
-        if args.json:
-            out = atomic_write_json(args.save_dir / args.json, records)
-            print(f"wrote {len(records)} detections to {out}")
-        if not args.no_save:
-            print(f"annotated images in {args.save_dir}")
-        return 0
-    except YoloRuntimeError as exc:
+        pairs = predictor.stream_with_images(args.paths, vid_stride=args.vid_stride, stream_buffer=args.stream_buffer,
+                                             max_frames=args.max_frames)
+        outputs = Outputs(args.save_dir, save=not args.no_save, json_name=args.json, jsonl=args.jsonl,
+                          codec=args.video_codec, verbose=args.verbose)
+    except (YoloRuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    code, broke = EXIT_OK, None
+    interrupted = False
+    with stop_on_sigint() as stop:
+        try:
+            for result, image in pairs:
+                outputs.add(result, image)
+                if stop.is_set():
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        except InputError as exc:  # a stream that broke for good: what ran so far stands
+            broke = exc
+        except YoloRuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+        finally:
+            pairs.close()
+            outputs.close(interrupted=interrupted or broke is not None)
+    skipped = pairs.skipped
+    if skipped or broke is not None:
+        lines = [s.message for s in skipped] + ([str(broke)] if broke is not None else [])
+        print(f"skipped {len(lines)} input{'s' if len(lines) != 1 else ''}:", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+        code = max(code, EXIT_SKIPPED)
+    dropped = {k: v for k, v in pairs.dropped.items() if v}
+    if dropped:
+        print("dropped stale frames (inference slower than the stream): "
+              + ", ".join(f"{k} {v}" for k, v in dropped.items()), file=sys.stderr)
+    if interrupted:
+        print("interrupted: outputs so far are closed and kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
 
 
 if __name__ == "__main__":

@@ -205,5 +205,14 @@ class Postprocessor:
             kpts = _decode_keypoints(spec, outputs, extra, anchor_ids, decoder)
             kpts[..., :2] = letterbox.points_to_source(kpts[..., :2])
             keypoints = kpts
+        elif spec.task == "segment":  # no detections: empty arrays of the shapes a detection would have
+            if settings.rle_masks:
+                rle, mask_form = [], "native"
+            elif settings.retina_masks:
+                masks, mask_form = np.zeros((0,) + tuple(letterbox.src_hw), bool), "native"
+            else:
+                masks, mask_form = np.zeros((0,) + tuple(letterbox.dst_hw), bool), "letterbox"
+        elif spec.task == "pose":
+            keypoints = np.zeros((0,) + tuple(spec.kpt_shape), np.float32)
         return Result(boxes_src, scores, class_ids, spec.names, letterbox, masks=masks, mask_form=mask_form,
                       keypoints=keypoints, masks_rle=rle, path=path), t1, t2

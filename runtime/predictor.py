@@ -7,12 +7,13 @@ import json
 import logging
 import math
 import os
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Generic, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -22,9 +23,11 @@ from .letterbox import Letterbox, letterbox_into, plan_letterbox
 from .postprocess import Postprocessor, PostprocessSettings
 from .result import Result
 from .spec import read_model_spec
-from .sources import Source, expand_source, load_image
+from .frames import Event, Frame, FrameInfo, Skipped, is_live, iter_frames
+from .sources import Source, resolve_inputs
 
 LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=256)
@@ -45,14 +48,14 @@ def _as_hw(imgsz: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _warn_on_layout_mismatch(model: str | Path, metadata: dict[str, str], engine: str) -> None:
-    """A W8A8 file made for one engine runs on the other with the same results but without its int8 speed-up
+    """A W8A8 file made for one engine runs on the other with the same accuracy but without its int8 speed-up
     (onnxruntime computes the OpenVINO layout's convs in float): say so once, at load."""
     try:
         target = json.loads(metadata.get("quantization", "{}")).get("target_engine")
     except (ValueError, AttributeError):
         return
     if target and target != engine:
-        LOGGER.warning("%s was quantized for %s: %s gives the same results but runs it slower "
+        LOGGER.warning("%s was quantized for %s: %s gives the same accuracy but runs it slower "
                        "(use engine=%r, or quantize with --target %s)", model, target, engine, target, engine)
 
 
@@ -120,6 +123,7 @@ class Predictor:
         if (threads is None or threads > 1) and _usable_cpus() > 1:
             self._host_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-postprocess")
         self._read_ahead = bool(read_ahead) and self._host_pool is not None
+        self.skipped: list[Skipped] = []  # the inputs the latest stream / predict call could not read
 
     def _resolve_imgsz(self, imgsz: int | Sequence[int] | None) -> tuple[int, int]:
         fixed = self.spec.input_hw
@@ -146,48 +150,140 @@ class Predictor:
         auto = self.rect and self.spec.input_hw is None and len(set(shapes_hw)) == 1
         return [_planned(tuple(hw), self.imgsz, auto, self.spec.max_stride) for hw in shapes_hw]
 
-    def predict(self, source: Source) -> list[Result]:
-        """One Result per image of ``source`` (path, folder, BGR ndarray, or a list of these)."""
-        return list(self.stream(source))
+    def predict(self, source: Source, **options) -> list[Result]:
+        """One Result per image or frame of ``source``; the options are those of :meth:`stream`."""
+        return list(self.stream(source, **options))
 
     __call__ = predict
 
-    def stream(self, source: Source) -> Iterator[Result]:
-        """Like ``predict`` but yields Results batch by batch, reading images only as needed."""
-        for result, _ in self.stream_with_images(source):
-            yield result
+    def stream(self, source: Source, *, vid_stride: int = 1, stream_buffer: int = 1, max_frames: int | None = None,
+               strict: bool = False) -> "ResultStream[Result]":
+        """Yield the Results of ``source`` as they come, decoding only as needed.
 
-    def stream_with_images(self, source: Source) -> Iterator[tuple[Result, np.ndarray]]:
-        """Yield (Result, BGR image) pairs, for callers that also draw or crop the images.
-
-        The next batch is read and letterboxed on a worker thread while the current one runs
-        through the model (image decoding, resizing and the inference engines all release the GIL).
+        ``source`` is an image path, folder (images and videos), glob, video file, camera index
+        (``0``, ``"0"``, ``"/dev/video0"``), ``rtsp://`` / ``rtmp://`` / ``http(s)://`` URL, a
+        ``.txt`` / ``.streams`` file listing sources, a BGR ndarray, or a list of these. Each Result's
+        ``frame`` says where it came from. ``vid_stride`` keeps every n-th frame of videos and streams;
+        ``max_frames`` caps the frames taken from each of them; ``stream_buffer`` is how many frames a
+        live source may queue (the oldest are dropped and counted when inference is slower than the
+        source). Inputs that cannot be read are logged and skipped (listed in the returned stream's
+        ``skipped`` and in :attr:`skipped`) unless ``strict``, which raises InputError at the first.
         """
-        items = expand_source(source)
-        chunks = [items[i:i + self.batch] for i in range(0, len(items), self.batch)]
-        if not chunks:
-            return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-prefetch") as pool:
-            pending = pool.submit(self._read_and_prepare, chunks[0], 0)
-            for k in range(len(chunks)):
-                batch = pending.result()
-                if k + 1 < len(chunks):
-                    pending = pool.submit(self._read_and_prepare, chunks[k + 1], (k + 1) * self.batch)
-                for result, image in zip(self._infer(batch), batch.images):
-                    yield result, image
+        pairs = self.stream_with_images(source, vid_stride=vid_stride, stream_buffer=stream_buffer,
+                                        max_frames=max_frames, strict=strict)
+        return ResultStream(_first_of_pairs(pairs), pairs.stats)
+
+    def stream_with_images(self, source: Source, *, vid_stride: int = 1, stream_buffer: int = 1,
+                           max_frames: int | None = None,
+                           strict: bool = False) -> "ResultStream[tuple[Result, np.ndarray]]":
+        """Like :meth:`stream` but yields (Result, BGR image) pairs, for callers that also draw or crop.
+
+        Three stages overlap: a worker decodes and letterboxes the next batch, another runs the
+        engine on the batch before it, and the calling thread postprocesses the one before that
+        (decoding, resizing, the engines and the host kernels all release the GIL). Video frames
+        are batched like images (``batch``). A live source is read by its own capture thread, and
+        each frame is taken from it only when the engine is free, so no frame waits for inference.
+        """
+        if vid_stride < 1:
+            raise InputError(f"vid_stride must be >= 1, got {vid_stride}")
+        if stream_buffer < 1:
+            raise InputError(f"stream_buffer must be >= 1, got {stream_buffer}")
+        if max_frames is not None and max_frames < 1:
+            raise InputError(f"max_frames must be >= 1, got {max_frames}")
+        inputs = resolve_inputs(source)
+        live = is_live(inputs)
+        stats = StreamStats()
+        self.skipped = stats.skipped
+        stop = threading.Event()
+        frames = iter_frames(inputs, vid_stride=vid_stride, max_frames=max_frames, stream_buffer=stream_buffer,
+                             stop=stop, on_stream=stats.streams.append)
+        return ResultStream(self._pipeline(frames, live, stats, bool(strict), stop), stats)
+
+    def _pipeline(self, frames: Iterator[Event], live: bool, stats: "StreamStats", strict: bool,
+                  stop: threading.Event) -> Iterator[tuple[Result, np.ndarray]]:
+        size = 1 if live else self.batch
+        exhausted = False
+
+        def next_batch() -> _PreparedBatch | None:  # on one worker at a time
+            nonlocal exhausted
+            if exhausted:
+                return None
+            picked: list[Frame] = []
+            for event in frames:
+                if isinstance(event, Skipped):
+                    LOGGER.warning("skipped %s", event.message)
+                    stats.skipped.append(event)
+                    if strict:
+                        raise InputError(event.message)
+                    continue
+                picked.append(event)
+                if len(picked) == size:
+                    break
+            else:
+                exhausted = True
+            if not picked:
+                return None
+            read_ms = sum(f.read_ms for f in picked) / len(picked)
+            return self._prepare([f.image for f in picked], [f.path for f in picked], read_ms,
+                                 [f.info for f in picked])
+
+        prep_pool = None if live else ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-prefetch")
+        ran: queue.Queue = queue.Queue(maxsize=1)  # engine outputs waiting for this thread: bounded read-ahead
+
+        def hand_over(item) -> bool:
+            while not stop.is_set():
+                try:
+                    ran.put(item, timeout=_POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def engine_loop() -> None:
+            """Run batch after batch without waiting for the consumer: files decode the next batch meanwhile;
+            a live source's frame is taken only once the engine is free, so it is the freshest."""
+            try:
+                ready = None if live else prep_pool.submit(next_batch)
+                while not stop.is_set():
+                    batch = next_batch() if live else ready.result()
+                    if batch is None:
+                        break
+                    if not live:
+                        ready = prep_pool.submit(next_batch)
+                    if not hand_over((batch,) + self._run_engine(batch)):
+                        return
+                hand_over(_END)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the consumer's thread
+                hand_over(_Failure(exc))
+
+        worker = threading.Thread(target=engine_loop, name="yolo-inference", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = ran.get()
+                if item is _END:
+                    break
+                if isinstance(item, _Failure):
+                    raise item.exc
+                batch, outputs, shared = item
+                results = self._postprocess_batch(outputs, shared, batch)
+                for result, image, info in zip(results, batch.images, batch.frames):
+                    stats.frames += 1
+                    yield replace(result, frame=info), image
+        finally:
+            stop.set()
+            worker.join()
+            if prep_pool is not None:
+                prep_pool.shutdown(wait=True, cancel_futures=True)
+            frames.close()
 
     def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Result]:
         """Run one batch of BGR uint8 images (at most the model's fixed batch size) through the model."""
         paths = list(paths) if paths is not None else [None] * len(images)
         return self._infer(self._prepare(list(images), paths, read_ms=None))
 
-    def _read_and_prepare(self, items: Sequence[str | np.ndarray], first_index: int) -> "_PreparedBatch":
-        t0 = time.perf_counter()
-        loaded = [load_image(item, first_index + k) for k, item in enumerate(items)]
-        read_ms = (time.perf_counter() - t0) * 1e3 / len(loaded)
-        return self._prepare([image for _, image in loaded], [path for path, _ in loaded], read_ms)
-
-    def _prepare(self, images: list[np.ndarray], paths: list[str | None], read_ms: float | None) -> "_PreparedBatch":
+    def _prepare(self, images: list[np.ndarray], paths: list[str | None], read_ms: float | None,
+                 frames: list[FrameInfo] | None = None) -> "_PreparedBatch":
         n = len(images)
         if self.spec.batch is not None and n > self.spec.batch:
             raise InputError(f"batch of {n} images exceeds the model's fixed batch of {self.spec.batch}")
@@ -202,16 +298,24 @@ class Predictor:
         speed = {"preprocess": (time.perf_counter() - t0) * 1e3 / n}
         if read_ms is not None:
             speed["read"] = read_ms
-        return _PreparedBatch(images, paths, plans, tensor, speed)
+        return _PreparedBatch(images, paths, plans, tensor, speed, frames or [None] * n)
 
     def _infer(self, batch: "_PreparedBatch") -> list[Result]:
+        return self._postprocess_batch(*self._run_engine(batch), batch)
+
+    def _run_engine(self, batch: "_PreparedBatch") -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The engine's outputs for a prepared batch, and the per-image stage times so far."""
         n = len(batch.images)
         t0 = time.perf_counter()
         try:
             outputs = self.engine.run(batch.tensor)
         finally:
             self._buffers.release(batch.tensor)
-        shared = dict(batch.speed, inference=(time.perf_counter() - t0) * 1e3 / n)
+        return outputs, dict(batch.speed, inference=(time.perf_counter() - t0) * 1e3 / n)
+
+    def _postprocess_batch(self, outputs: dict[str, np.ndarray], shared: dict[str, float],
+                           batch: "_PreparedBatch") -> list[Result]:
+        n = len(batch.images)
         if n > 1 and self._host_pool is not None:
             # Two images at a time, one kernel thread each: the second half on the worker.
             half = (n + 1) // 2
@@ -234,6 +338,75 @@ class Predictor:
                 for k in rows]
 
 
+@dataclass
+class StreamStats:
+    """What a stream has done so far: ``frames`` Results yielded, ``skipped`` inputs that could not be
+    read, and its live sources (``streams``), whose dropped frames :attr:`dropped` counts per source."""
+
+    frames: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    streams: list = field(default_factory=list)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Frames each live source captured but replaced with newer ones before inference took them."""
+        return {s.name: s.dropped for s in self.streams}
+
+
+class ResultStream(Generic[T]):
+    """The iterator :meth:`Predictor.stream` returns: Results as they come, with the stream's
+    :class:`StreamStats` (``skipped``, ``dropped``) readable at any time. ``close()`` (or leaving a
+    ``with`` block) stops the decoding threads and releases the sources."""
+
+    def __init__(self, items: Iterator[T], stats: StreamStats) -> None:
+        self._items = items
+        self.stats = stats
+
+    def __iter__(self) -> "ResultStream[T]":
+        return self
+
+    def __next__(self) -> T:
+        return next(self._items)
+
+    @property
+    def skipped(self) -> list[Skipped]:
+        return self.stats.skipped
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return self.stats.dropped
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "ResultStream[T]":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _first_of_pairs(pairs: ResultStream) -> Iterator:
+    try:
+        for result, _ in pairs:
+            yield result
+    finally:
+        pairs.close()
+
+
+_END = object()  # the engine loop has run every batch
+_POLL_S = 0.05  # how often a blocked hand-over checks whether the stream was closed
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """An exception of the engine loop, raised again on the consumer's thread."""
+
+    exc: BaseException
+
+
 def _usable_cpus() -> int:
     """CPUs this process may run on."""
     try:
@@ -251,6 +424,7 @@ class _PreparedBatch:
     plans: list[Letterbox]
     tensor: np.ndarray
     speed: dict[str, float]
+    frames: list[FrameInfo | None]
 
 
 class _InputBuffers:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .frames import FrameInfo
 from .letterbox import Letterbox
 
 
@@ -18,8 +19,10 @@ class Result:
     at letterbox resolution (``mask_form == "letterbox"``, Ultralytics' predict default) or at the
     original image resolution (``mask_form == "native"``, Ultralytics' ``retina_masks``);
     masks_rle: the native-form masks as COCO compressed RLE dicts, when asked for instead of
-    bitmaps; keypoints (n, K, 2|3) float32 or None. ``names`` are all class names of the model.
-    ``speed_ms`` holds this image's share of each stage.
+    bitmaps; keypoints (n, K, 2|3) float32 or None. Segment and pose results carry these arrays even
+    when there are no detections ((0, H, W) masks, (0, K, 3) keypoints); None means the model has
+    none. ``names`` are all class names of the model. ``speed_ms`` holds this image's share of each
+    stage. ``frame`` says where the image came from (source, frame index, timestamp), when known.
     """
 
     xyxy: np.ndarray
@@ -33,6 +36,7 @@ class Result:
     masks_rle: list[dict] | None = None
     path: str | None = None
     speed_ms: dict[str, float] = field(default_factory=dict)
+    frame: FrameInfo | None = None
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -75,6 +79,21 @@ class Result:
             keypoints=None if self.keypoints is None else self.keypoints[index],
             masks_rle=None if self.masks_rle is None else _select(self.masks_rle, index),
         )
+
+    @property
+    def source(self) -> str | None:
+        """The file, camera or URL this image came from (``image #k`` for an array)."""
+        return None if self.frame is None else self.frame.source
+
+    @property
+    def frame_index(self) -> int | None:
+        """Index of the frame in its video or stream (0 for a still image)."""
+        return None if self.frame is None else self.frame.index
+
+    @property
+    def timestamp_ms(self) -> float | None:
+        """The frame's time: the container's (videos) or the capture clock's, ms since the epoch (streams)."""
+        return None if self.frame is None else self.frame.timestamp_ms
 
     @property
     def orig_hw(self) -> tuple[int, int]:

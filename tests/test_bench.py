@@ -255,3 +255,39 @@ def test_kernels_skips_oversized_bitmaps(tmp_path):
                          "masks_letterbox,rle_native", "--max-mask-mib", "0.001", "--json", str(out)]) == 0
     rows = {r["kernel"]: r for r in json.loads(out.read_text())["rows"]}
     assert "skipped" in rows["masks_letterbox"] and "skipped" not in rows["rle_native"]
+
+
+def test_latency_video_mode_beside_ultralytics_and_live(tmp_path, random_seg_onnx, random_seg_pt):
+    from test_video import clip_frames, write_video
+
+    clip = write_video(tmp_path / "clip.mp4", clip_frames(8))
+    out = tmp_path / "video.json"
+    assert latency.main(["--model", str(random_seg_onnx), "--video", str(clip), "--compare-ultralytics",
+                         str(random_seg_pt), "--live-fps", "40", "--warmup", "1", "--threads", "1",
+                         "--segment-frames", "5", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["tool"] == "bench/latency.py --video"
+    _check_machine(report["machine"])
+    assert report["settings"]["video_frames"] == 8 and report["settings"]["live_fps"] == 40
+    ours, theirs, live = report["ours"], report["ultralytics"], report["live"]
+    assert ours["frames"] == theirs["frames"] == 8
+    for block, stages in ((ours, ("read", "preprocess", "inference", "decode", "nms", "masks")),
+                          (theirs, ("preprocess", "inference", "postprocess"))):
+        _check_stats(block["latency_ms"], "latency")
+        assert set(block["stages_ms"]) == set(stages) and math.isclose(sum(block["stage_share"].values()), 1)
+        assert _number(block["fps"])
+    assert theirs["model"].endswith(".onnx") and theirs["model"] != str(random_seg_pt)  # its own ONNX export
+    assert theirs["segments"] == 2 and theirs["ratio_fps_ours_over_theirs_per_segment"]["count"] == 2  # 5 + 3
+    assert live["captured"] == 8 and live["frames"] + live["dropped"] == 8 and live["max_queued"] == 1
+    assert set(report["targets"]) == {"fps_over_inference_bound", "fps_vs_ultralytics",
+                                      "live_latency_p99_over_inference"}
+    assert all(_number(t["value"]) for t in report["targets"].values())
+
+
+def test_latency_video_errors(tmp_path, random_seg_onnx, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    assert latency.main(["--model", str(random_seg_onnx), "--video", str(bad)]) == 2
+    assert "bad.mp4: cannot be read as a video" in capsys.readouterr().err
+    assert latency.main(["--model", str(random_seg_onnx), "--live-fps", "30"]) == 2
+    assert "--live-fps needs --video" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def _same(a, b, atol=1e-3) -> None:
     np.testing.assert_allclose(a.xyxy, b.xyxy, atol=atol)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
     np.testing.assert_array_equal(a.class_ids, b.class_ids)
-    if a.masks is not None:
+    if a.masks is not None and len(a):
         assert (a.masks != b.masks).mean() < 1e-4
 
 
@@ -283,12 +283,15 @@ def test_bad_sources(random_detect_onnx, tmp_path):
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(InputError, match=r"corrupt\.jpg: cannot be read as an image"):
-        predictor.predict(corrupt)
+        predictor.predict(corrupt, strict=True)
+    assert predictor.predict(corrupt) == []  # by default skipped, and listed
+    assert [s.source for s in predictor.skipped] == [str(corrupt)]
+    assert "corrupt.jpg: cannot be read as an image" in predictor.skipped[0].message
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match=r"empty: folder holds no images"):
         predictor.predict(empty)
     with pytest.raises(InputError, match="must be uint8"):
         predictor.predict(np.zeros((10, 10, 3), np.float32))
-    with pytest.raises(InputError, match="unsupported source"):
-        predictor.predict([42])
+    with pytest.raises(InputError, match="unsupported source float"):
+        predictor.predict([4.2])  # (an int is a camera index)

@@ -83,7 +83,7 @@ def keypoints_to_flat(keypoints: np.ndarray) -> list[list[float]]:
         raise ValueError(f"keypoints must be (n, K, 2|3), got shape {kpts.shape}")
     if kpts.shape[2] == 2:
         kpts = np.concatenate([kpts, np.ones(kpts.shape[:2] + (1,), np.float32)], axis=2)
-    return kpts.reshape(len(kpts), -1).tolist()
+    return kpts.reshape(len(kpts), kpts.shape[1] * kpts.shape[2]).tolist()  # (0, K, 3) too
 
 
 def records_from_arrays(image_id: Any, xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
