@@ -27,6 +27,24 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RANDOM_IMGSZ = 320  # random models are exported at this size: keep the suite light on small machines
+OUTPUT_ATOL, OUTPUT_RTOL = 1e-4, 1e-5  # head outputs agree when |got - want| <= 1e-4 + 1e-5 * |want|
+
+
+def assert_outputs_close(got: dict, want: dict, atol: float = OUTPUT_ATOL, rtol: float = OUTPUT_RTOL) -> float:
+    """Every output of ``want`` within ``atol + rtol * |want|`` in ``got`` (same shapes); returns the largest
+    absolute difference. The failure names the output, the difference and the value it sits at."""
+    import numpy as np
+
+    worst = 0.0
+    for name, ref in want.items():
+        assert got[name].shape == ref.shape, name
+        diff = np.abs(got[name] - ref)
+        excess = diff - (atol + rtol * np.abs(ref))
+        k = np.unravel_index(int(excess.argmax()), excess.shape)
+        assert excess[k] <= 0, (f"{name}: difference {diff[k]:.2e} at a value of {ref[k]:.3g} exceeds "
+                                f"{atol:.0e} + {rtol:.0e} * |value|")
+        worst = max(worst, float(diff.max()))
+    return worst
 RANDOM_NC7_NAMES = ["person", "bicycle", "car", "traffic light", "dog", "cat", "stop sign"]
 
 

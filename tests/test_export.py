@@ -27,14 +27,15 @@ from tools.export import (  # noqa: E402
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+from conftest import OUTPUT_ATOL, OUTPUT_RTOL, assert_outputs_close  # noqa: E402
+
 RANDOM_IMGSZ = 320  # the size conftest exports the random models at
 RANDOM_NC7_NAMES = ["person", "bicycle", "car", "traffic light", "dog", "cat", "stop sign"]  # as in conftest
 # ONNX vs torch head outputs: onnxruntime and torch sum each convolution in their own order, and
 # torch's order changes with its thread count (Ultralytics' predict sets it to cores - 1, so it depends
 # on which tests ran before). On the shared checkpoints that reassociation reaches ~7e-6 relative on
 # logits near -18 (1.2e-4 absolute at 1 thread): the bound is absolute plus relative, like allclose.
-ATOL = 1e-4
-RTOL = 1e-5
+ATOL, RTOL = OUTPUT_ATOL, OUTPUT_RTOL
 BASE_META_KEYS = {
     "producer", "layout", "layout_version", "task", "names", "strides", "reg_max", "nc", "imgsz", "batch",
     "dynamic_hw", "input_dtype", "source", "source_sha256", "ultralytics_version", "opset", "simplified",
@@ -109,16 +110,7 @@ def assert_parity(onnx_path: Path, pt: Path, x: np.ndarray, atol: float = ATOL, 
     got = run_onnx(onnx_path, x)
     want = torch_head_outputs(pt, x)
     assert list(got) == [n for n in got if n in want] and set(got) == set(want)
-    worst = 0.0
-    for name, ref in want.items():
-        assert got[name].shape == ref.shape, name
-        diff = np.abs(got[name] - ref)
-        excess = diff - (atol + rtol * np.abs(ref))
-        k = np.unravel_index(int(excess.argmax()), excess.shape)
-        assert excess[k] <= 0, (f"{name}: difference {diff[k]:.2e} at a value of {ref[k]:.3g} exceeds "
-                                f"{atol:.0e} + {rtol:.0e} * |value|")
-        worst = max(worst, float(diff.max()))
-    return worst
+    return assert_outputs_close(got, want, atol, rtol)
 
 
 def metadata(model_onnx) -> dict[str, str]:

@@ -21,7 +21,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("ultralytics")
 
-from conftest import RANDOM_IMGSZ  # noqa: E402
+from conftest import OUTPUT_ATOL, OUTPUT_RTOL, RANDOM_IMGSZ, assert_outputs_close  # noqa: E402
 from test_parity import (  # noqa: E402
     Detections,
     Tally,
@@ -42,7 +42,7 @@ from tools.truncate import (  # noqa: E402
 
 from runtime import Predictor  # noqa: E402
 
-ATOL, RTOL = 1e-4, 1e-5  # the bound of the issue: |Δ| <= 1e-4 + 1e-5 * |ref|
+ATOL, RTOL = OUTPUT_ATOL, OUTPUT_RTOL  # the bound of the issue: |Δ| <= 1e-4 + 1e-5 * |ref|
 META_KEYS = {
     "producer", "layout", "layout_version", "task", "names", "strides", "reg_max", "nc", "imgsz", "batch",
     "dynamic_hw", "input_dtype", "source", "source_sha256", "ultralytics_version", "opset", "simplified",
@@ -68,15 +68,7 @@ def run(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
 def assert_same_outputs(got_path: Path, want_path: Path, x: np.ndarray, atol: float = ATOL, rtol: float = RTOL) -> float:
     got, want = run(got_path, x), run(want_path, x)
     assert list(got) == list(want)
-    worst = 0.0
-    for name, ref in want.items():
-        assert got[name].shape == ref.shape, name
-        diff = np.abs(got[name] - ref)
-        excess = diff - (atol + rtol * np.abs(ref))
-        k = np.unravel_index(int(excess.argmax()), excess.shape)
-        assert excess[k] <= 0, f"{name}: |Δ| {diff[k]:.3g} at a value of {ref[k]:.3g} exceeds {atol} + {rtol}·|ref|"
-        worst = max(worst, float(diff.max()))
-    return worst
+    return assert_outputs_close(got, want, atol, rtol)
 
 
 def metadata(path: Path) -> dict[str, str]:
