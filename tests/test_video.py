@@ -280,7 +280,7 @@ def cameras(monkeypatch):
 def test_live_source_drops_stale_frames_and_keeps_latency_bounded(random_detect_onnx, cameras):
     cameras.append(lambda: FakeCamera(fps=200.0))
     predictor = Predictor(random_detect_onnx, conf=0.3)
-    stream = predictor.stream_with_images(0, stream_buffer=2, max_frames=15)
+    stream = predictor.stream_with_images(0, stream_buffer=2, max_frames=30)
     ages, indices = [], []
     for result, image in stream:
         assert result.frame.kind == "stream" and result.source == "camera 0"
@@ -290,12 +290,13 @@ def test_live_source_drops_stale_frames_and_keeps_latency_bounded(random_detect_
         assert abs(result.timestamp_ms - time.time() * 1e3) < 5e3  # the capture clock, ms since the epoch
         time.sleep(0.03)  # a consumer 6x slower than the camera
     (live,) = stream.stats.streams
-    assert len(indices) == 15 and indices == sorted(set(indices))
+    assert len(indices) == 30 and indices == sorted(set(indices))
     assert live.dropped > 0 and stream.dropped == {"camera 0": live.dropped}
     assert live.max_queued <= 2
-    assert indices[-1] - indices[0] > 15, "the stream skipped nothing: no frame was dropped"
-    # latency stays bounded (no queue builds up): the last frames are not older than the first ones
-    assert max(ages[-5:]) < max(ages[:5]) + 0.1
+    assert indices[-1] - indices[0] > 30, "the stream skipped nothing: no frame was dropped"
+    # latency stays bounded (no queue builds up): a queue that kept every frame would age each Result by about
+    # 25 ms more than the one before (0.5 s over the last ten); medians stand a scheduling hiccup on a busy box
+    assert np.median(ages[-10:]) < np.median(ages[:10]) + 0.25
 
 
 def test_live_source_that_stops_is_retried_then_raises(random_detect_onnx, cameras):
