@@ -29,8 +29,9 @@ _POLL_S = 0.05  # how often a waiting reader checks whether it was asked to stop
 
 class PacedCapture:
     """A video file read as a camera would deliver it: frame n is handed out no earlier than n / fps
-    seconds after the first read, and the frames a slow reader missed are skipped (read and
-    discarded), as a camera would not wait for it. ``capture_time`` is when the last frame was due."""
+    seconds after the first read (the capture thread reads continuously, so frames inference has no
+    time for are dropped from its buffer, as for a camera). ``capture_time`` is when the last frame
+    was due."""
 
     def __init__(self, path: str, fps: float) -> None:
         if not fps > 0:
