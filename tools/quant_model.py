@@ -26,7 +26,7 @@ QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteg
 # (DFL logits) and cls_pN (class logits): their branches' last convs are the most sensitive to int8
 FINE_OUTPUTS = ("kpt_", "mc_")
 
-__all__ = ["FINE_OUTPUTS", "ModelInfo", "QuantizeError", "atomic_save", "branch_nodes", "branch_outputs",
+__all__ = ["FINE_OUTPUTS", "ModelInfo", "QuantizeError", "as_model", "atomic_save", "branch_nodes", "branch_outputs",
            "branch_tail_convs", "check_excludes", "conv_groups",
            "finalize_model", "head_nodes", "inspect_float_model", "prepare_model", "quiet", "silu_inputs"]
 
@@ -140,11 +140,18 @@ def quiet():
 
 
 
-def conv_groups(model_or_path) -> dict[str, list[str]]:
-    """{Conv node name: [Conv, Sigmoid, Mul]} — every Conv with the nodes of its SiLU (if any), in graph order."""
+def as_model(model_or_path):
+    """An ONNX ModelProto: ``model_or_path`` itself, or the file it names loaded (graph only, no external data)."""
     import onnx
 
-    model = onnx.load(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path
+    if isinstance(model_or_path, (str, Path)):
+        return onnx.load(str(model_or_path), load_external_data=False)
+    return model_or_path
+
+
+def conv_groups(model_or_path) -> dict[str, list[str]]:
+    """{Conv node name: [Conv, Sigmoid, Mul]} — every Conv with the nodes of its SiLU (if any), in graph order."""
+    model = as_model(model_or_path)
     consumers: dict[str, list[Any]] = {}
     for node in model.graph.node:
         for name in node.input:
@@ -179,10 +186,7 @@ def silu_inputs(model) -> list[str]:
 
 def head_nodes(model_or_path) -> list[str]:
     """Nodes that produce a graph output (the last conv of every head branch, and the proto conv)."""
-    import onnx
-
-    model = onnx.load(str(model_or_path), load_external_data=False) if isinstance(model_or_path, (str, Path)) \
-        else model_or_path
+    model = as_model(model_or_path)
     outs = {o.name for o in model.graph.output}
     return [n.name for n in model.graph.node if set(n.output) & outs]
 
@@ -194,10 +198,7 @@ def branch_outputs(model_or_path) -> dict[str, str]:
     Found from the graph's structure, not from names: everything before the point where the outputs' paths split
     reaches several outputs (the backbone and neck), everything after it reaches one.
     """
-    import onnx
-
-    model = onnx.load(str(model_or_path), load_external_data=False) if isinstance(model_or_path, (str, Path)) \
-        else model_or_path
+    model = as_model(model_or_path)
     outputs = [o.name for o in model.graph.output]
     bit = {name: 1 << k for k, name in enumerate(outputs)}
     reached: dict[str, int] = {}  # tensor -> bit set of the outputs it reaches
@@ -220,10 +221,7 @@ def branch_nodes(model_or_path) -> list[str]:
 
 def branch_tail_convs(model_or_path, count: int, prefixes: Sequence[str] = FINE_OUTPUTS) -> list[str]:
     """The last ``count`` convs of every branch whose output name starts with one of ``prefixes``."""
-    import onnx
-
-    model = onnx.load(str(model_or_path), load_external_data=False) if isinstance(model_or_path, (str, Path)) \
-        else model_or_path
+    model = as_model(model_or_path)
     owner = branch_outputs(model)
     convs: dict[str, list[str]] = {}
     for node in model.graph.node:

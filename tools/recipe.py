@@ -26,8 +26,8 @@ import numpy as np
 
 from tools.calibration import METHODS, load_or_calibrate, load_or_collect_stats
 from tools.qdq import ActivationStats, build_conv_qdq
-from tools.quant_model import (ModelInfo, QuantizeError, branch_nodes, branch_tail_convs, check_excludes, head_nodes,
-                               prepare_model, quiet, silu_inputs)
+from tools.quant_model import (ModelInfo, QuantizeError, as_model, branch_nodes, branch_tail_convs, check_excludes,
+                               head_nodes, prepare_model, quiet, silu_inputs)
 
 TOOL_VERSION = "2"
 DEFAULT_NUM = 256
@@ -125,12 +125,13 @@ def excluded_nodes(model_path: str | Path, recipe: Recipe) -> list[str]:
     """Every node the recipe keeps float: ``exclude``, the output convs (``float_head``), the head's branches
     (``float_branches``) and the keypoint / mask-coefficient branches' last convs (``float_tails``)."""
     names = list(recipe.exclude)
+    model = as_model(model_path)  # loaded once for the three lookups
     if recipe.float_tails:
-        names += [n for n in branch_tail_convs(model_path, recipe.float_tails) if n not in names]
+        names += [n for n in branch_tail_convs(model, recipe.float_tails) if n not in names]
     if recipe.float_head:
-        names += [n for n in head_nodes(model_path) if n not in names]
+        names += [n for n in head_nodes(model) if n not in names]
     if recipe.float_branches:
-        names += [n for n in branch_nodes(model_path) if n not in names]
+        names += [n for n in branch_nodes(model) if n not in names]
     return names
 
 
