@@ -57,6 +57,7 @@ from tools.layout import (  # noqa: E402 - the shared truncated-head layout
     level_name,
     normalise_input_in_graph,
     output_names,
+    run_cli,
     set_metadata,
     shape_of,
     simplify as simplify_graph,
@@ -439,30 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
-        return int(e.code or 0) if not isinstance(e.code, str) else 2
-    if len(args.imgsz) > 2:
-        print(f"error: --imgsz takes N or H W, got {args.imgsz}", file=sys.stderr)
-        return 2
-    try:
-        out = export_truncated(
-            args.model,
-            args.output,
-            imgsz=args.imgsz,
-            batch=args.batch,
-            dynamic_hw=args.dynamic_hw,
-            opset=args.opset,
-            simplify=args.simplify,
-            input_dtype=args.input_dtype,
-        )
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summarize(out))
-    return 0
+    return run_cli(build_parser(), argv, lambda args: export_truncated(
+        args.model, args.output, imgsz=args.imgsz, batch=args.batch, dynamic_hw=args.dynamic_hw, opset=args.opset,
+        simplify=args.simplify, input_dtype=args.input_dtype), ExportError)
 
 
 if __name__ == "__main__":

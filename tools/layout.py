@@ -9,11 +9,13 @@ Only ``onnx`` (and ``numpy``) are imported, inside functions, so importing this 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 PRODUCER = "yolo-edge-runtime"
 LAYOUT = "truncated-head"
@@ -33,7 +35,7 @@ LEVEL_OUTPUTS = {
 __all__ = [
     "INPUT_DTYPES", "INPUT_NAME", "LAYOUT", "LAYOUT_VERSION", "LEVEL_OUTPUTS", "MAX_IR_VERSION", "PRODUCER",
     "PROTO_NAME", "check_layout", "layout_metadata", "level_name", "normalise_input_in_graph", "output_names",
-    "set_metadata", "shape_of", "simplify", "summarize",
+    "run_cli", "set_metadata", "shape_of", "simplify", "summarize",
 ]  # fmt: skip
 
 
@@ -203,3 +205,23 @@ def simplify(model_onnx, names: list[str], where: str, input_name: str = INPUT_N
         return model_onnx, False
     _name_dims(slim, _dim_names(model_onnx))
     return slim, True
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+            write: Callable[[argparse.Namespace], Path], errors: type[Exception]) -> int:
+    """The command line of a tool that writes a layout file: parse ``argv`` (argparse's own exit codes), check
+    ``--imgsz`` (N or H W), run ``write(args)``; print ``errors`` as one line with exit 2, or the file's summary."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    if args.imgsz is not None and len(args.imgsz) > 2:
+        print(f"error: --imgsz takes N or H W, got {args.imgsz}", file=sys.stderr)
+        return 2
+    try:
+        out = write(args)
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summarize(out))
+    return 0

@@ -69,9 +69,9 @@ from tools.layout import (  # noqa: E402
     level_name,
     normalise_input_in_graph,
     output_names,
+    run_cli,
     set_metadata,
     simplify as simplify_graph,
-    summarize,
 )
 
 __all__ = ["CutError", "NotAYoloHeadError", "TruncateError", "UnsupportedHeadError", "main", "read_names",
@@ -1054,25 +1054,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
-        return int(e.code or 0) if not isinstance(e.code, str) else 2
-    if args.imgsz is not None and len(args.imgsz) > 2:
-        print(f"error: --imgsz takes N or H W, got {args.imgsz}", file=sys.stderr)
-        return 2
-    try:
+    def write(args: argparse.Namespace) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            out = truncate(args.model, args.output, cut=args.cut, task=args.task, names=args.names,
-                           kpt_shape=args.kpt_shape, reg_max=args.reg_max, imgsz=args.imgsz,
-                           input_dtype=args.input_dtype, simplify=args.simplify)
-    except TruncateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(summarize(out))
-    return 0
+            return truncate(args.model, args.output, cut=args.cut, task=args.task, names=args.names,
+                            kpt_shape=args.kpt_shape, reg_max=args.reg_max, imgsz=args.imgsz,
+                            input_dtype=args.input_dtype, simplify=args.simplify)
+
+    return run_cli(build_parser(), argv, write, TruncateError)
 
 
 if __name__ == "__main__":
