@@ -20,6 +20,7 @@ import cv2
 from .errors import InputError, StreamError
 from .frames import Event, Frame, FrameInfo
 from .sources import StreamInput
+from .video import video_facts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -99,8 +100,7 @@ class LiveStream:
             cap.release()
             cap = self._reconnect(initial=True)
         self._cap = cap
-        fps = cap.get(cv2.CAP_PROP_FPS) if cap is not None else 0
-        self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        self.fps = video_facts(cap)[0] if cap is not None else None
         self._thread = threading.Thread(target=self._run, name=f"yolo-capture {self.name}", daemon=True)
         self._thread.start()
 
