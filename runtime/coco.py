@@ -1,4 +1,4 @@
-"""COCO-style records of Results: xywh boxes and compressed RLE masks."""
+"""COCO-style records of Results: xywh boxes, compressed RLE masks and flat keypoints."""
 
 from __future__ import annotations
 
@@ -33,13 +33,30 @@ def result_rles(result: Result) -> list[dict] | None:
     return rle_of_masks(result.masks)
 
 
+def keypoints_to_flat(keypoints: np.ndarray) -> list[list[float]]:
+    """(n, K, 3|2) float keypoints -> n flat COCO lists [x1, y1, v1, ...] (v = the model's visibility score).
+
+    Unrounded float32 values, as Ultralytics' validator writes them; (n, K, 2) keypoints get v = 1.
+    """
+    kpts = np.asarray(keypoints, dtype=np.float32)
+    if kpts.ndim != 3 or kpts.shape[2] not in (2, 3):
+        raise ValueError(f"keypoints must be (n, K, 2|3), got shape {kpts.shape}")
+    if kpts.shape[2] == 2:
+        kpts = np.concatenate([kpts, np.ones(kpts.shape[:2] + (1,), np.float32)], axis=2)
+    return kpts.reshape(len(kpts), kpts.shape[1] * kpts.shape[2]).tolist()  # (0, K, 3) too
+
+
 def result_to_coco(result: Result, image_id: Any, category_ids: Sequence[int] | None = None,
-                   with_names: bool = False) -> list[dict]:
-    """One COCO result dict per detection: image_id, category_id, bbox [x, y, w, h], score, segmentation.
+                   with_names: bool = False, keypoint_decimals: int | None = None) -> list[dict]:
+    """One COCO result dict per detection: image_id, category_id, bbox [x, y, w, h], score, segmentation (segment
+    models), keypoints [x1, y1, v1, ...] (pose models; unrounded unless ``keypoint_decimals``).
 
     ``category_ids[class_id]`` maps model classes to dataset categories (identity when None).
     """
     rles = result_rles(result)
+    flat = keypoints_to_flat(result.keypoints) if result.keypoints is not None else None
+    if flat is not None and keypoint_decimals is not None:
+        flat = [[round(v, keypoint_decimals) for v in points] for points in flat]
     records = []
     for k, (box, score, cls) in enumerate(zip(result.xywh.tolist(), result.scores.tolist(), result.class_ids.tolist())):
         record = {
@@ -54,6 +71,8 @@ def result_to_coco(result: Result, image_id: Any, category_ids: Sequence[int] | 
             counts = rles[k]["counts"]
             record["segmentation"] = {"size": list(rles[k]["size"]),
                                       "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+        if flat is not None:
+            record["keypoints"] = flat[k]
         records.append(record)
     return records
 
@@ -62,13 +81,9 @@ def frame_record(result: Result) -> dict:
     """One JSON-ready record of an image or video frame: where it came from and its detections as COCO-style
     dicts (category, bbox [x, y, w, h], score, RLE ``segmentation`` for segment models, flat ``keypoints``
     [x1, y1, v1, ...] for pose models)."""
-    detections = result_to_coco(result, None, with_names=True)
+    detections = result_to_coco(result, None, with_names=True, keypoint_decimals=2)
     for det in detections:
         del det["image_id"]
-    if result.keypoints is not None and len(result):
-        flat = np.round(result.keypoints.reshape(len(result), -1).astype(np.float64), 2).tolist()
-        for det, points in zip(detections, flat):
-            det["keypoints"] = points
     frame = result.frame
     h, w = result.orig_hw
     return {

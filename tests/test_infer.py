@@ -185,6 +185,21 @@ def test_bad_stream_options_are_usage_errors(random_detect_onnx, clip, option, c
     assert f"{option[0][2:].replace('-', '_')} must be >= 1" in capsys.readouterr().err
 
 
+def test_pose_json_carries_keypoints(random_pose_onnx, image_dir, tmp_path):
+    from runtime import Predictor
+
+    out_dir = tmp_path / "out"
+    assert main([str(image_dir), "--model", str(random_pose_onnx), "--conf", "0.001", "--save-dir", str(out_dir),
+                 "--no-save", "--json"]) == 0
+    records = json.loads((out_dir / "predictions.json").read_text())
+    assert records, "expected detections from the random model at conf 0.001"
+    results = {Path(r.path).name: r for r in Predictor(random_pose_onnx, conf=0.001).predict(sorted(image_dir.iterdir()))}
+    for name, result in results.items():
+        flat = [r["keypoints"] for r in records if r["image_id"] == name]
+        assert len(flat) == len(result)
+        np.testing.assert_allclose(np.array(flat).reshape(result.keypoints.shape), result.keypoints, atol=1e-3)
+
+
 def test_skipped_image_keeps_json_and_exits_1(random_detect_onnx, image_dir, tmp_path, capsys):
     complete = tmp_path / "complete"
     assert main([str(image_dir), "--model", str(random_detect_onnx), "--conf", "0.3", "--save-dir", str(complete),

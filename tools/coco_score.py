@@ -23,6 +23,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from runtime.coco import keypoints_to_flat
+
 __all__ = [
     "COCO_KPT_SIGMAS", "IOU_TYPES", "KPT_STAT_NAMES", "STAT_NAMES", "VAL_CONF", "VAL_IOU", "VAL_MAX_DET", "CocoScores",
     "PredictedRecords", "coco_ground_truth", "keypoints_to_flat", "oks_sigmas", "predict_records",
@@ -73,19 +75,6 @@ class CocoScores:
 
 
 # ------------------------------------------------------------------------------------------------------ records
-def keypoints_to_flat(keypoints: np.ndarray) -> list[list[float]]:
-    """(n, K, 3|2) float keypoints -> n flat COCO lists [x1, y1, v1, ...] (v = the model's visibility score).
-
-    Unrounded float32 values, as Ultralytics' validator writes them; (n, K, 2) keypoints get v = 1.
-    """
-    kpts = np.asarray(keypoints, dtype=np.float32)
-    if kpts.ndim != 3 or kpts.shape[2] not in (2, 3):
-        raise ValueError(f"keypoints must be (n, K, 2|3), got shape {kpts.shape}")
-    if kpts.shape[2] == 2:
-        kpts = np.concatenate([kpts, np.ones(kpts.shape[:2] + (1,), np.float32)], axis=2)
-    return kpts.reshape(len(kpts), kpts.shape[1] * kpts.shape[2]).tolist()  # (0, K, 3) too
-
-
 def records_from_arrays(image_id: Any, xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
                         category_ids: Sequence[int], rles: Sequence[dict] | None = None,
                         keypoints: np.ndarray | None = None) -> list[dict]:
@@ -118,11 +107,7 @@ def result_records(result, image_id: Any, category_ids: Sequence[int]) -> list[d
     """
     from runtime.coco import result_to_coco
 
-    records = result_to_coco(result, image_id, category_ids)
-    if result.keypoints is not None:
-        for record, flat in zip(records, keypoints_to_flat(result.keypoints)):
-            record["keypoints"] = flat
-    return records
+    return result_to_coco(result, image_id, category_ids)
 
 
 @dataclass
