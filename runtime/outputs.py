@@ -23,10 +23,15 @@ from .video_writer import VideoSink, video_suffix
 STAGES = (("preprocess", "pre"), ("inference", "infer"), ("decode", "decode"), ("nms", "nms"), ("masks", "masks"))
 
 
+def _counts(result: Result) -> str:
+    """``3 person, 1 bus``, or ``no detections``."""
+    return ", ".join(f"{n} {c}" for c, n in result.counts().items()) or "no detections"
+
+
 def format_line(result: Result, name: str) -> str:
     """``name WxH: 3 person, 1 bus | ms: pre 1.2, infer 40.1, ...``"""
     h, w = result.orig_hw
-    counts = ", ".join(f"{n} {c}" for c, n in result.counts().items()) or "no detections"
+    counts = _counts(result)
     stages = ", ".join(f"{short} {result.speed_ms[key]:.1f}" for key, short in STAGES if key in result.speed_ms)
     return f"{name} {w}x{h}: {counts} | ms: {stages}"
 
@@ -119,8 +124,7 @@ class Outputs:
                 bar = self._bars[source] = tqdm(total=frame.frame_count, desc=name, unit="frame", file=self.err,
                                                 dynamic_ncols=True, leave=True)
             bar.update(1)
-            counts = ", ".join(f"{n} {c}" for c, n in result.counts().items()) or "no detections"
-            bar.set_postfix_str(counts[:60], refresh=False)
+            bar.set_postfix_str(_counts(result)[:60], refresh=False)
         else:
             seen = self._seen[source] = self._seen.get(source, 0) + 1
             total = f" ({seen}/{frame.frame_count})" if frame.frame_count else ""
