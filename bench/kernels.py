@@ -7,13 +7,13 @@ For every input size S (square letterbox S x S; YOLOv8 head: strides 8/16/32, re
 32 prototypes at S/4) and every detection count d, a synthetic scene of d objects is built and these
 kernels are timed per call (median and p90 over --repeat calls, after --warmup untimed calls):
 
-* ``decode_predict`` / ``decode_val``: :func:`runtime.decode.decode_truncated` at conf 0.25 / 0.001 over
+* ``decode_predict`` / ``decode_val``: :func:`runtime.kernels.decode.decode_truncated` at conf 0.25 / 0.001 over
   the whole head (each object lights up a 3x3 patch of anchors; background logits ~ N(-10, 1), so conf
   0.001 also lets a few percent of the background through, as a real val run does);
-* ``nms``: :func:`runtime.nms.nms` on 8 jittered boxes per object (8 d candidates, ~d kept), iou 0.7;
-* ``masks_letterbox``: :func:`runtime.masks.assemble_masks` at the letterbox geometry (S x S);
+* ``nms``: :func:`runtime.kernels.nms.nms` on 8 jittered boxes per object (8 d candidates, ~d kept), iou 0.7;
+* ``masks_letterbox``: :func:`runtime.kernels.masks.assemble_masks` at the letterbox geometry (S x S);
 * ``masks_native``: the same at the native geometry of a 4:3 image whose long side is S;
-* ``rle_native``: :func:`runtime.masks.encode_masks_rle` at that native geometry (val mode's path);
+* ``rle_native``: :func:`runtime.kernels.masks.encode_masks_rle` at that native geometry (val mode's path);
 * ``rle_baseline``: the obvious alternative, ``assemble_masks`` (native) then ``pycocotools.mask.encode``,
   timed in the same run so ``rle_native`` can be read as a ratio against it.
 
@@ -128,14 +128,14 @@ def time_calls(fn, repeat: int, warmup: int) -> tuple[dict, object]:
 
 
 def bench_point(scene: Scene, kernel: str, repeat: int, warmup: int, max_mask_mib: float) -> dict:
-    from runtime.decode import decode_truncated
-    from runtime.masks import (
+    from runtime.kernels.decode import decode_truncated
+    from runtime.kernels.masks import (
         assemble_masks,
         encode_masks_rle,
         letterbox_mask_geometry,
         native_mask_geometry,
     )
-    from runtime.nms import nms
+    from runtime.kernels.nms import nms
 
     S, d = scene.size, scene.dets
     proto_hw = scene.protos.shape[1:]
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        from runtime.files import atomic_write_text
+        from runtime.io.files import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(report, indent=2))
         print(f"\nwrote {args.json}")

@@ -67,7 +67,7 @@ from bench.machine import (  # noqa: E402
     reset_peak_rss,
     summarize,
 )
-from runtime.engine import DEFAULT_ENGINE, normalize_precision  # noqa: E402
+from runtime.engines import DEFAULT_ENGINE, normalize_precision  # noqa: E402
 from runtime.errors import YoloRuntimeError  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -145,7 +145,7 @@ def engine_list(text: str) -> list[EngineChoice]:
     """argparse type: comma-separated ENGINE[:PRECISION], e.g. "onnxruntime,openvino:f32"."""
     import argparse
 
-    from runtime.engine import ENGINES
+    from runtime.engines import ENGINES
     from runtime.errors import InputError
 
     choices = []
@@ -177,7 +177,7 @@ def resolve_images(folder: Path | None, limit: int | None) -> list[Path]:
     if not folder.is_dir():
         raise SystemExit(f"error: image folder {folder} not found (pass --images DIR or set YOLO_SHARED_DIR)")
     from runtime.errors import InputError
-    from runtime.sources import list_images
+    from runtime.io.sources import list_images
 
     try:
         files = list_images(folder)
@@ -713,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
                     for k, (e, these) in enumerate(zip(engines, engine_runs))],
     }
     if args.json is not None:
-        from runtime.files import atomic_write_text
+        from runtime.io.files import atomic_write_text
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.json, json.dumps(report, indent=2, default=str))

@@ -215,7 +215,7 @@ def _cell(v: object) -> str:
 def runtime_facts() -> dict:
     """How this tree's runtime is built: its version and which decode kernels it runs.
 
-    ``decode_backend`` is "aot" when the ahead-of-time build ``runtime._decode_aot`` imports (no
+    ``decode_backend`` is "aot" when the ahead-of-time build ``runtime.kernels._decode_aot`` imports (no
     Numba or LLVM in the process), else "numba-jit" (Numba's JIT with its on-disk cache: a cold
     process then pays Numba's import and cache load on its first decode).
     """

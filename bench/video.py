@@ -165,7 +165,7 @@ def run_video(args) -> int:
     import cv2
 
     from runtime.errors import YoloRuntimeError
-    from runtime.sources import StreamInput
+    from runtime.io.sources import StreamInput
 
     video: Path = args.video
     cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
@@ -300,7 +300,7 @@ def run_video(args) -> int:
         "targets": targets,
     }
     if args.json is not None:
-        from runtime.files import atomic_write_text
+        from runtime.io.files import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(report, indent=2, default=str))
         print(f"\nwrote {args.json}")

@@ -1,4 +1,4 @@
-"""Ahead-of-time build of the Numba decode kernels (runtime/_decode_kernels.py) into runtime._decode_aot.
+"""Ahead-of-time build of the Numba decode kernels (runtime/kernels/_decode_kernels.py) into runtime.kernels._decode_aot.
 
 The kernels are written once, as Numba functions. Compiled ahead of time they import without Numba or
 LLVM, which keeps a cold process (the CLI) fast and small; the JIT path (with its on-disk cache) stays
@@ -18,9 +18,9 @@ SOURCE_NAME = "_runtime_decode_kernels_source"
 
 
 def load_kernel_source(repo_root: Path):
-    """Import runtime/_decode_kernels.py by path as a top-level module, without the runtime package
+    """Import runtime/kernels/_decode_kernels.py by path as a top-level module, without the runtime package
     (whose imports, OpenCV among them, are not in the build environment)."""
-    path = repo_root / "runtime" / "_decode_kernels.py"
+    path = repo_root / "runtime" / "kernels" / "_decode_kernels.py"
     spec = importlib.util.spec_from_file_location(SOURCE_NAME, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[SOURCE_NAME] = module  # Numba looks the module up while compiling
@@ -72,7 +72,7 @@ def decode_aot_compiler(repo_root: Path):
 
 
 def decode_aot_extension(repo_root: Path):
-    """The setuptools Extension building runtime._decode_aot."""
+    """The setuptools Extension building runtime.kernels._decode_aot."""
     extension = decode_aot_compiler(repo_root).distutils_extension()
-    extension.name = "runtime._decode_aot"
+    extension.name = "runtime.kernels._decode_aot"
     return extension

@@ -1,4 +1,4 @@
-"""Tests of runtime.decode against a dense numpy reference of Ultralytics' candidate stage, against
+"""Tests of runtime.kernels.decode against a dense numpy reference of Ultralytics' candidate stage, against
 Ultralytics' own torch modules (DFL, make_anchors, dist2bbox, non_max_suppression), on edge cases and
 bad input, and that the Numba kernels are cached across processes."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.decode import Candidates, decode_standard, decode_truncated, gather_anchor_rows
+from runtime.kernels.decode import Candidates, decode_standard, decode_truncated, gather_anchor_rows
 from runtime.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -430,7 +430,7 @@ def test_gather_anchor_rows_both_forms():
 
 
 def test_take_kept_matches_numpy_indexing():
-    from runtime._anchors import take_kept
+    from runtime.kernels._anchors import take_kept
 
     rng = np.random.default_rng(12)
     box, cls = make_levels(rng, SIZES_B, 3, 16)
@@ -513,9 +513,9 @@ _CACHE_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    import runtime.decode as d
-    assert "numba" not in sys.modules, "importing runtime.decode must not import numba"
-    from runtime import _decode_kernels as k
+    import runtime.kernels.decode as d
+    assert "numba" not in sys.modules, "importing runtime.kernels.decode must not import numba"
+    from runtime.kernels import _decode_kernels as k
     d.truncated_kernel = lambda levels: k.decode_truncated_image  # exercise the JIT path, not an installed AOT build
     d.standard_kernel = lambda: k.decode_standard_image
     rng = np.random.default_rng(0)
@@ -535,11 +535,13 @@ _CACHE_SCRIPT = textwrap.dedent(
 
 def test_numba_kernels_are_cached_across_processes(tmp_path):
     pytest.importorskip("numba")
-    pkg = tmp_path / "runtime"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    for name in ("errors.py", "decode.py", "_decode_kernels.py"):
-        shutil.copy(ROOT / "runtime" / name, pkg / name)
+    pkg = tmp_path / "runtime" / "kernels"
+    pkg.mkdir(parents=True)
+    for init in (pkg.parent / "__init__.py", pkg / "__init__.py"):
+        init.write_text("")
+    shutil.copy(ROOT / "runtime" / "errors.py", pkg.parent / "errors.py")
+    for name in ("decode.py", "_decode_kernels.py"):
+        shutil.copy(ROOT / "runtime" / "kernels" / name, pkg / name)
     (tmp_path / "script.py").write_text(_CACHE_SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
     env["PYTHONPATH"] = str(tmp_path)
@@ -567,9 +569,9 @@ def test_numba_kernels_are_cached_across_processes(tmp_path):
 @pytest.mark.parametrize("levels", [3, 4])
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_ahead_of_time_build_equals_jit(levels, multi_label):
-    """runtime._decode_aot is the same Numba source compiled at install: results must be identical."""
-    aot = pytest.importorskip("runtime._decode_aot")
-    from runtime import _decode_kernels as jit
+    """runtime.kernels._decode_aot is the same Numba source compiled at install: results must be identical."""
+    aot = pytest.importorskip("runtime.kernels._decode_aot")
+    from runtime.kernels import _decode_kernels as jit
 
     rng = np.random.default_rng(levels + 10 * multi_label)
     sizes = [(16, 12), (8, 6), (4, 3), (2, 2)][:levels]
@@ -593,7 +595,7 @@ def test_decoders_in_parallel_threads_match_serial():
     """The kernels drop the GIL while they run (both builds): concurrent decodes must not interfere."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from runtime.decode import TruncatedDecoder
+    from runtime.kernels.decode import TruncatedDecoder
 
     rng = np.random.default_rng(11)
     sizes = [(80, 80), (40, 40), (20, 20)]
@@ -611,7 +613,7 @@ def test_decoders_in_parallel_threads_match_serial():
 def test_decode_row_of_a_batch_matches_the_per_image_call():
     """The Postprocessor's path (batched (B, C, H, W) outputs and a row index) decodes each row as
     the checked per-image call does."""
-    from runtime.decode import TruncatedDecoder
+    from runtime.kernels.decode import TruncatedDecoder
 
     rng = np.random.default_rng(12)
     sizes = [(80, 80), (40, 40), (20, 20)]
@@ -628,12 +630,12 @@ def test_decode_row_of_a_batch_matches_the_per_image_call():
 
 def test_installed_decode_runs_without_numba():
     """A cold process decodes through the ahead-of-time build and never imports Numba or LLVM."""
-    pytest.importorskip("runtime._decode_aot")
+    pytest.importorskip("runtime.kernels._decode_aot")
     code = textwrap.dedent(
         """
         import sys
         import numpy as np
-        from runtime.decode import decode_truncated
+        from runtime.kernels.decode import decode_truncated
         box = [np.zeros((64, h, h), np.float32) for h in (4, 2, 1)]
         cls = [np.full((3, h, h), 2.0, np.float32) for h in (4, 2, 1)]
         assert len(decode_truncated(box, cls, [8, 16, 32], 0.25)) == 21

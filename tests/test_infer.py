@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.infer import build_parser, main
+from runtime.cli.infer import build_parser, main
 
 pytest.importorskip("ultralytics")
 from test_parity import asset_images  # noqa: E402
@@ -220,7 +220,7 @@ def test_sigint_during_a_video_keeps_a_playable_file(random_detect_onnx, clip, t
     # Ctrl-C while the third frame is drawn: that frame is finished, then the run stops and closes its outputs
     import signal
 
-    import runtime.outputs as outputs
+    import runtime.cli.outputs as outputs
 
     real, calls = outputs.annotate, []
 
@@ -272,7 +272,7 @@ def test_sigint_to_the_cli_process(random_detect_onnx, tmp_path):
 
 
 def test_a_camera_that_breaks_keeps_its_video(random_detect_onnx, tmp_path, capsys, monkeypatch):
-    import runtime.streams as streams
+    import runtime.io.streams as streams
 
     cams = iter([FakeCamera(fps=100.0, fail_after=4)])
     monkeypatch.setattr(streams, "open_capture", lambda inp: next(cams, FakeCamera(opens=False)))

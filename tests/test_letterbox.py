@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.letterbox import letterbox_into, plan_letterbox
+from runtime.records.letterbox import letterbox_into, plan_letterbox
 
 SHAPES = [(1080, 810), (720, 1280), (480, 640), (640, 640), (333, 517), (17, 1000), (1, 3000), (2000, 3)]
 

@@ -1,4 +1,4 @@
-"""runtime.masks against plain numpy versions of Ultralytics' process_mask / process_mask_native,
+"""runtime.kernels.masks against plain numpy versions of Ultralytics' process_mask / process_mask_native,
 against Ultralytics itself (through torch, when installed), and against pycocotools for RLE."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import InputError
-from runtime.masks import (
+from runtime.kernels.masks import (
     MaskAssembler,
     MaskGeometry,
     assemble_masks,

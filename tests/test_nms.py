@@ -1,10 +1,10 @@
-"""runtime.nms.nms against a plain numpy greedy NMS and torchvision.ops.nms on offset boxes."""
+"""runtime.kernels.nms.nms against a plain numpy greedy NMS and torchvision.ops.nms on offset boxes."""
 
 import numpy as np
 import pytest
 
 from runtime.errors import InputError
-from runtime.nms import nms, nms_candidates
+from runtime.kernels.nms import nms, nms_candidates
 
 W, H = 640, 640
 

@@ -64,68 +64,20 @@ def test_batch_of_different_sizes_equals_single_images(model, conf, images, requ
             np.testing.assert_allclose(result.keypoints, ref.keypoints, atol=1e-3)
     assert [r.orig_hw for r in together] == [im.shape[:2] for im in images + images[::-1]]
     assert sum(len(r) for r in together) > 0
-    assert single._host_pool is None
+    assert single.pipeline._host_pool is None
 
 
-def test_single_images_are_read_ahead_on_the_second_core(random_seg_onnx, images, monkeypatch):
-    # With a second core, one image at a time: its class logits (the part the decode scan reaches
-    # last) and prototypes go to the read-ahead worker, whose ticket is released once, before the
-    # masks; the results are those of a one-thread predictor, which reads nothing ahead (nor does a
-    # batch split over both cores, or read_ahead=False). A postprocess that fails releases it too.
-    import runtime.postprocess as postprocess
-
-    real = postprocess._prefetch
-    calls = []
-
-    class Recorder:
-        @staticmethod
-        def submit(*arrays):
-            ticket = real.submit(*arrays)
-            calls.append(["submit", [(a.shape, a.ctypes.data) for a in arrays], ticket])
-            return ticket
-
-        @staticmethod
-        def release(ticket):
-            calls.append(["release", ticket])
-            real.release(ticket)
-
-    monkeypatch.setattr(postprocess, "_prefetch", Recorder)
-    single = Predictor(random_seg_onnx, conf=0.3, threads=1)
-    reference = [single.predict(image)[0] for image in images]
-    assert calls == []
+def test_a_failing_head_raises_on_the_calling_thread(random_seg_onnx, images, monkeypatch):
     predictor = Predictor(random_seg_onnx, conf=0.3)
-    if predictor._host_pool is None:
-        pytest.skip("one usable CPU: nothing is read ahead")
-    outputs = {}
-    run = postprocess.Postprocessor.__call__
-
-    def keep_outputs(self, out, *args, **kwargs):
-        outputs.update(out)
-        return run(self, out, *args, **kwargs)
-
-    monkeypatch.setattr(postprocess.Postprocessor, "__call__", keep_outputs)
-    for image, ref in zip(images, reference):
-        calls.clear()
-        _same(predictor.predict(image)[0], ref, atol=0)
-        (_, arrays, ticket), release = calls
-        assert ticket > 0 and release == ["release", ticket]
-        spec = predictor.spec
-        cls = [outputs[lv.cls][0] for lv in spec.levels]
-        expected = cls[:0:-1] + [cls[0][cls[0].shape[0] // 3:], outputs[spec.proto][0]]
-        assert arrays == [(a.shape, a.ctypes.data) for a in expected]
-    calls.clear()
-    Predictor(random_seg_onnx, conf=0.3, batch=2).predict(images[:2])  # split over both cores instead
-    _same(Predictor(random_seg_onnx, conf=0.3, read_ahead=False).predict(images[0])[0], reference[0], atol=0)
-    assert calls == []
 
     def fail(*args):
         raise RuntimeError("decode failed")
 
-    monkeypatch.setattr(predictor._postprocess, "_decode", fail)
+    monkeypatch.setattr(predictor.model.head, "candidates", fail)
     with pytest.raises(RuntimeError, match="decode failed"):
         predictor.predict(images[0])
-    (_, _, ticket), release = calls
-    assert ticket > 0 and release == ["release", ticket]
+    with pytest.raises(RuntimeError, match="decode failed"):
+        predictor.predict(images[:2])
 
 
 def test_fixed_batch_model_pads_last_chunk(random_seg_pt, export_onnx, random_seg_onnx, images):

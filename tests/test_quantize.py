@@ -21,7 +21,7 @@ cv2 = pytest.importorskip("cv2")
 
 from tools import quantize as qz  # noqa: E402
 from tools.quant_model import branch_nodes, branch_outputs  # noqa: E402
-from runtime.files import file_sha256  # noqa: E402
+from runtime.io.files import file_sha256  # noqa: E402
 
 N_CALIB = 4  # of the 6 images written: 2 stay held back for the report
 AUTO_EXCLUDE = 2  # the report fixture also runs the sensitivity analysis and keeps this many groups float
@@ -143,8 +143,8 @@ def test_quantized_model_runs_on_both_engines(quantized_detect, calib_dir):
     """The openvino-layout file on OpenVINO (int8 convs) and on onnxruntime (float convs): the engines round
     differently, so outputs agree closely, not exactly."""
     pytest.importorskip("openvino")
-    from runtime.engine import open_engine
-    from runtime.letterbox import letterbox_into, plan_letterbox
+    from runtime.engines import open_engine
+    from runtime.records.letterbox import letterbox_into, plan_letterbox
 
     out, _ = quantized_detect
     ort_engine, ov_engine = open_engine(out, "onnxruntime"), open_engine(out, "openvino", precision="f32")
@@ -250,7 +250,7 @@ def test_float_head_keeps_outputs_unrounded(random_detect_onnx, calib_dir, tmp_p
 
 # ---------------------------------------------------------------------------------------------------- calibration
 def test_calibration_reader_is_reiterable_and_matches_letterbox(random_detect_onnx, calib_dir):
-    from runtime.letterbox import letterbox_into, plan_letterbox
+    from runtime.records.letterbox import letterbox_into, plan_letterbox
 
     info = qz.inspect_float_model(random_detect_onnx)
     chosen, held = qz.select_images(calib_dir, 3, seed=1)

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-import runtime.streams as streams
-import runtime.video as video
+import runtime.io.streams as streams
+import runtime.io.video as video
 from runtime import InputError, Predictor, StreamError, StreamInput
-from runtime.sources import ImageInput, VideoInput, resolve_inputs
+from runtime.io.sources import ImageInput, VideoInput, resolve_inputs
 
 pytest.importorskip("ultralytics")
 from test_parity import asset_images  # noqa: E402

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from runtime.files import atomic_write_bytes, file_sha256
+from runtime.io.files import atomic_write_bytes, file_sha256
 from tools.qdq import ActivationStats, calibration_tensors, collect_stats
 from tools.quant_model import ModelInfo, QuantizeError, quiet
 
@@ -37,7 +37,7 @@ __all__ = ["CalibrationImages", "calibrate", "load_or_calibrate", "load_or_colle
 def select_images(folder: str | Path, num: int, seed: int) -> tuple[list[Path], list[Path]]:
     """(calibration images, held-back images): ``num`` drawn with ``random.Random(seed)``, both sorted by name."""
     from runtime.errors import InputError
-    from runtime.sources import list_images
+    from runtime.io.sources import list_images
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -56,10 +56,10 @@ def select_images(folder: str | Path, num: int, seed: int) -> tuple[list[Path], 
 
 
 def preprocess_image(path: str | Path, hw: tuple[int, int], dtype: str) -> np.ndarray:
-    """(3, H, W) ``dtype`` (uint8 or float32) of one image, letterboxed exactly like the Predictor (runtime.letterbox)."""
+    """(3, H, W) ``dtype`` (uint8 or float32) of one image, letterboxed exactly like the Predictor (runtime.records.letterbox)."""
     from runtime.errors import InputError
-    from runtime.letterbox import letterbox_into, plan_letterbox
-    from runtime.sources import load_image
+    from runtime.records.letterbox import letterbox_into, plan_letterbox
+    from runtime.io.frames import load_image
 
     try:
         _, image = load_image(str(path), 0)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from runtime.errors import InputError
-from runtime.files import file_sha256  # re-exported for the evaluation tool
-from runtime.sources import list_images
+from runtime.io.files import file_sha256  # re-exported for the evaluation tool
+from runtime.io.sources import list_images
 
 MAX_LISTED = 10  # names listed in one error message before "... and N more"
 

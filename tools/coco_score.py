@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from runtime.coco import keypoints_to_flat
+from runtime.records.coco import keypoints_to_flat
 
 __all__ = [
     "COCO_KPT_SIGMAS", "IOU_TYPES", "KPT_STAT_NAMES", "STAT_NAMES", "VAL_CONF", "VAL_IOU", "VAL_MAX_DET", "CocoScores",
@@ -105,7 +105,7 @@ def result_records(result, image_id: Any, category_ids: Sequence[int]) -> list[d
 
     Segment results must carry native-resolution masks (``rle_masks=True`` or ``retina_masks=True``).
     """
-    from runtime.coco import result_to_coco
+    from runtime.records.coco import result_to_coco
 
     return result_to_coco(result, image_id, category_ids)
 

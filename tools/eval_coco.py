@@ -347,7 +347,7 @@ def evaluate_reference(model, category_ids: Sequence[int], images: Sequence[Imag
     import numpy as np
     import torch
 
-    from runtime.coco import rle_of_masks
+    from runtime.records.coco import rle_of_masks
 
     pt = Path(pt_path)
     label = f"{pt.name} (ultralytics)"
@@ -639,7 +639,7 @@ def _settings_report(args: argparse.Namespace) -> dict[str, Any]:
 def _write_outputs(args: argparse.Namespace, out: TextIO, runs: Sequence[ModelRun], rows: list[dict],
                    report: dict, extra_files: Sequence[tuple[str, Any]] = ()) -> None:
     """Write the results files and the report (each atomically), after the table is printed."""
-    from runtime.files import atomic_write_json, atomic_write_text
+    from runtime.io.files import atomic_write_json, atomic_write_text
 
     results_files = []
     if args.save_results:
@@ -787,7 +787,7 @@ def _check_keypoints(annotations: CocoAnnotations, cat_ids: Sequence[int], kpt_s
 
 
 def _run_label_free(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from runtime.sources import list_images
+    from runtime.io.sources import list_images
     from tools.fidelity import candidate_run, reference_run
 
     progress = not args.no_progress

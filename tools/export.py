@@ -320,7 +320,7 @@ def export_truncated(
     if out == pt:
         raise ExportArgumentError(f"{pt}: output path would overwrite the checkpoint")
 
-    from runtime.files import file_sha256
+    from runtime.io.files import file_sha256
 
     sha = file_sha256(pt)  # hash the bytes before loading them
     model, head, info = _load_model(pt)
@@ -350,7 +350,7 @@ def export_truncated(
             dynamic_axes[n] = axes
     im = torch.zeros(fixed_batch or 1, 3, h, w, dtype=torch.float32)
 
-    from runtime.files import atomic_output
+    from runtime.io.files import atomic_output
 
     with atomic_output(out) as tmp:
         with truncated_head(head, info.task), torch.no_grad(), warnings.catch_warnings():

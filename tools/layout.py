@@ -1,7 +1,7 @@
 """The truncated-head ONNX layout, shared by ``tools/export.py`` (from a .pt) and ``tools/truncate.py`` (from an ONNX).
 
 One place for what both writers must agree on: the output names (``box_pN``, ``cls_pN``, ``mc_pN`` / ``kpt_pN``,
-``proto``), the metadata keys the runtime reads (:mod:`runtime.spec`), the optional uint8 input prologue
+``proto``), the metadata keys the runtime reads (:mod:`runtime.records.spec`), the optional uint8 input prologue
 (Ultralytics' ``float(x) / 255`` inside the graph), the layout check and the optional onnxslim pass.
 
 Only ``onnx`` (and ``numpy``) are imported, inside functions, so importing this module stays light.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from runtime.files import file_sha256
+from runtime.io.files import file_sha256
 
 LAYOUT = "truncated-head"
 METADATA_KEY = "quantization"
@@ -248,7 +248,7 @@ def atomic_save(model, out_path: str | Path) -> Path:
     """Save an ONNX model whole or not at all."""
     import onnx
 
-    from runtime.files import atomic_output
+    from runtime.io.files import atomic_output
 
     with atomic_output(out_path) as tmp:
         onnx.save(model, str(tmp))

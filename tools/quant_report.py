@@ -262,7 +262,7 @@ def measure_speed(models: Sequence[tuple[str, str | Path, str]], hw: tuple[int, 
                   threads: int | None = None, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
     """Median ms per image at batch 1 for each ``(label, path, engine)``, the models alternating so load changes hit
     all alike."""
-    from runtime.engine import open_engine
+    from runtime.engines import open_engine
 
     engines = [open_engine(path, engine, threads=threads) for _, path, engine in models]
     x = np.random.default_rng(0).integers(0, 256, (1, 3, *hw), dtype=np.uint8)
@@ -424,7 +424,7 @@ def render_markdown(report: dict[str, Any], max_rows: int | None = None) -> str:
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    from runtime.files import atomic_write_text
+    from runtime.io.files import atomic_write_text
 
     out_dir = Path(out_dir)
     j = atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1, sort_keys=False) + "\n")

@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(res.format_table(args.top))
     if args.json:
-        from runtime.files import atomic_write_text
+        from runtime.io.files import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(res.to_dict(), indent=1) + "\n")
     return 0

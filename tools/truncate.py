@@ -930,7 +930,7 @@ def truncate(
     if out == src:
         raise CutError(f"{src}: the output path would overwrite the input file")
 
-    from runtime.files import atomic_output, file_sha256
+    from runtime.io.files import atomic_output, file_sha256
 
     sha = file_sha256(src)  # hash the bytes that are then parsed
     try:

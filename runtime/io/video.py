@@ -9,8 +9,8 @@ from typing import Iterator
 
 import cv2
 
-from .errors import InputError
-from .frames import Event, Frame, FrameInfo, Skipped
+from runtime.errors import InputError
+from runtime.records.frame import Event, Frame, FrameInfo, Skipped
 
 
 def open_video(path: str) -> cv2.VideoCapture:

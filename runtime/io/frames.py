@@ -1,65 +1,51 @@
-"""The frames a Predictor runs: one record per still image or video frame, with where it came from,
-and the events of inputs that could not be read. :func:`iter_frames` reads them lazily, in order."""
+"""Reading the frames a Predictor runs, lazily and in order: still images decoded here, video files and
+live streams through :mod:`runtime.io.video` and :mod:`runtime.io.streams`; an input that cannot be read
+becomes a :class:`~runtime.records.frame.Skipped` event."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 
-from .errors import InputError
-from .sources import ImageInput, Input, StreamInput, VideoInput, load_image
+from runtime.errors import InputError
+from runtime.io.sources import ImageInput, Input, StreamInput, VideoInput
+from runtime.io.streams import iter_streams
+from runtime.io.video import iter_video
+from runtime.records.frame import Event, Frame, FrameInfo, Skipped
 
 
-@dataclass(frozen=True)
-class FrameInfo:
-    """Where a frame came from.
-
-    ``source``: the file path, ``camera N``, the stream URL, or ``image #k`` for an in-memory array;
-    ``kind``: "image", "video" or "stream"; ``index``: the frame's index in its source (0 for an
-    image; stream frames count every captured frame, dropped ones too); ``timestamp_ms``: the frame's
-    time in the container (video files) or the capture wall clock in ms since the epoch (streams),
-    None for images; ``fps`` and ``frame_count`` (frames the source will give after ``vid_stride``)
-    when known; ``read_start``: ``time.perf_counter()`` when decoding began (streams: when the frame
-    was captured), the start of its latency.
-    """
-
-    source: str
-    kind: str
-    index: int
-    timestamp_ms: float | None = None
-    fps: float | None = None
-    frame_count: int | None = None
-    read_start: float = 0.0
+def as_bgr(image: np.ndarray, name: str) -> np.ndarray:
+    """Check an in-memory image and return it as (h, w, 3) uint8 BGR."""
+    if image.dtype != np.uint8:
+        raise InputError(f"{name}: image must be uint8 (as OpenCV reads it), got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise InputError(f"{name}: image must be (h, w, 3) BGR, got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"{name}: image is empty, shape {image.shape}")
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
 
 
-@dataclass(frozen=True)
-class Frame:
-    """A decoded frame: (h, w, 3) uint8 BGR ``image``, its ``info``, the file it came from (None for
-    arrays and streams) and the ms its decoding took."""
-
-    image: np.ndarray
-    info: FrameInfo
-    path: str | None
-    read_ms: float
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An input (or part of one) that could not be read: ``message`` names the source and the reason."""
-
-    source: str
-    message: str
-    frame_index: int | None = None
-
-    def __str__(self) -> str:
-        return self.message
-
-
-Event = Union[Frame, Skipped]
+def load_image(item: str | np.ndarray, index: int) -> tuple[str | None, np.ndarray]:
+    """Read one item: returns (path or None, BGR uint8 image)."""
+    if isinstance(item, np.ndarray):
+        return None, as_bgr(item, f"image #{index}")
+    try:
+        image = cv2.imread(item, cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
+    if image is None:
+        raise InputError(f"{item}: cannot be read as an image (corrupt or unsupported format)")
+    return item, image
 
 
 def read_image(inp: ImageInput) -> Event:
@@ -92,11 +78,8 @@ def iter_frames(inputs: Sequence[Input], *, vid_stride: int = 1, max_frames: int
     round-robin, each by its own capture thread into a buffer of ``stream_buffer`` frames that
     drops the oldest. ``vid_stride`` keeps every n-th frame of videos and streams; ``max_frames``
     caps the frames taken from each video or stream. ``stop`` ends the iteration early;
-    ``on_stream(stream)`` is called with every :class:`runtime.streams.LiveStream` opened.
+    ``on_stream(stream)`` is called with every :class:`runtime.io.streams.LiveStream` opened.
     """
-    from .streams import iter_streams
-    from .video import iter_video
-
     stop = stop or threading.Event()
     if is_live(inputs):
         yield from iter_streams(inputs, vid_stride=vid_stride, max_frames=max_frames, buffer=stream_buffer,

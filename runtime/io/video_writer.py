@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError
+from runtime.errors import InputError
 
 DEFAULT_CODEC = "mp4v"
 _CODEC_SUFFIX = {"mp4v": ".mp4", "avc1": ".mp4", "h264": ".mp4", "hev1": ".mp4", "hvc1": ".mp4",

@@ -22,13 +22,13 @@ from typing import Any, Iterable
 import numpy as np
 import openvino as ov
 
-from .engine import Engine, EngineOptions, TensorInfo, first_line
-from .errors import InputError, ModelError
+from runtime.engines.base import Engine, EngineOptions, TensorInfo, first_line
+from runtime.errors import InputError, ModelError
 
 LOGGER = logging.getLogger(__name__)
 CACHE_ENV = "YOLO_EDGE_OPENVINO_CACHE"
 VERSION = ov.__version__.split("-")[0]
-# OpenVINO element type names to onnxruntime's type strings (what runtime.spec reads).
+# OpenVINO element type names to onnxruntime's type strings (what runtime.records.spec reads).
 _TYPES = {"u8": "tensor(uint8)", "i8": "tensor(int8)", "u16": "tensor(uint16)", "i16": "tensor(int16)",
           "u32": "tensor(uint32)", "i32": "tensor(int32)", "u64": "tensor(uint64)", "i64": "tensor(int64)",
           "f16": "tensor(float16)", "bf16": "tensor(bfloat16)", "f32": "tensor(float)", "f64": "tensor(double)",

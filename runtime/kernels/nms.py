@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from runtime._nms import greedy_nms, ranked_nms
+from runtime.kernels._nms import greedy_nms, ranked_nms
 from runtime.errors import InputError
 
 __all__ = ["nms", "nms_candidates"]
@@ -148,7 +148,7 @@ def nms(
 
 def nms_candidates(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thr: float,
                    max_det: int, agnostic: bool = False, class_offset: float = 7680.0) -> np.ndarray:
-    """:func:`nms` for candidates straight from :mod:`runtime.decode`, whose arrays need no checks:
+    """:func:`nms` for candidates straight from :mod:`runtime.kernels.decode`, whose arrays need no checks:
     C-contiguous float32 (n, 4) boxes and (n,) scores, int32 (n,) class ids, ``max_det`` >= 1 and
     ``iou_thr`` in [0, 1] checked by the caller once. Same keep list as :func:`nms`."""
     n = scores.shape[0]

@@ -1,4 +1,4 @@
-"""Numba kernels behind :mod:`runtime.decode`. Private: call them only through the wrappers there.
+"""Numba kernels behind :mod:`runtime.kernels.decode`. Private: call them only through the wrappers there.
 
 Every kernel is ``@njit(cache=True, nogil=True)``; the machine code is cached next to this file in
 ``__pycache__`` (``<module>.<function>-<line>.py<ver>.nbi`` index + ``.nbc`` code), or under

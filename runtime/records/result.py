@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .frames import FrameInfo
-from .letterbox import Letterbox
+from runtime.records.frame import FrameInfo
+from runtime.records.letterbox import Letterbox
 
 
 @dataclass(frozen=True)

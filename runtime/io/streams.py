@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 
-from .errors import InputError, StreamError
-from .frames import Event, Frame, FrameInfo
-from .sources import StreamInput
-from .video import video_facts
+from runtime.errors import InputError, StreamError
+from runtime.records.frame import Event, Frame, FrameInfo
+from runtime.io.sources import StreamInput
+from runtime.io.video import video_facts
 
 LOGGER = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ Speed: the class maps are scanned once in logit space (row-streaming running max
 ``logit(conf)`` lowered by a tiny margin, so only prefiltered anchors pay for a sigmoid (then the exact
 float32 test), and only kept candidates pay for the DFL softmax (after the cap, once per anchor). One
 Numba call per image does the whole decode, cap included (an O(n) radix select, no sort). The kernels
-live in :mod:`runtime._decode_kernels`. The install compiles them ahead of time into
-:mod:`runtime._decode_aot` (3- and 4-level heads and the standard layout), which imports without Numba;
+live in :mod:`runtime.kernels._decode_kernels`. The install compiles them ahead of time into
+:mod:`runtime.kernels._decode_aot` (3- and 4-level heads and the standard layout), which imports without Numba;
 otherwise they run under Numba's JIT, imported lazily, with machine code cached on
-disk in ``runtime/__pycache__``
+disk in ``runtime/kernels/__pycache__``
 (``_decode_kernels.<kernel>-<line>.py3XX.nbi`` index + ``.nbc`` code), or under ``NUMBA_CACHE_DIR`` when
 set, or numba's per-user cache directory when ``__pycache__`` is not writable; only the first process
 (per machine and per edit of the kernel file) compiles, which takes a few seconds. Both builds release
@@ -57,7 +57,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from runtime.errors import InputError
 
 __all__ = ["Candidates", "TruncatedDecoder", "decode_truncated", "decode_standard", "gather_anchor_rows"]
 
@@ -162,16 +162,16 @@ def _wrap(out) -> Candidates:
 def truncated_kernel(levels: int):
     """decode_truncated_image compiled for ``levels`` pyramid levels.
 
-    The ahead-of-time build (runtime._decode_aot, made from the same Numba source at install) imports
+    The ahead-of-time build (runtime.kernels._decode_aot, made from the same Numba source at install) imports
     without Numba or LLVM, so a cold process stays fast and small; other level counts, or a tree
     without the build, use Numba's JIT with its on-disk cache. Numba is imported only then.
     """
     try:
-        from . import _decode_aot
+        from runtime.kernels import _decode_aot
 
         return getattr(_decode_aot, f"decode_truncated_image_{levels}")
     except (ImportError, AttributeError):
-        from . import _decode_kernels
+        from runtime.kernels import _decode_kernels
 
         return _decode_kernels.decode_truncated_image
 
@@ -180,11 +180,11 @@ def truncated_kernel(levels: int):
 def standard_kernel():
     """decode_standard_image: ahead-of-time build when present, else Numba's JIT."""
     try:
-        from . import _decode_aot
+        from runtime.kernels import _decode_aot
 
         return _decode_aot.decode_standard_image
     except ImportError:
-        from . import _decode_kernels
+        from runtime.kernels import _decode_kernels
 
         return _decode_kernels.decode_standard_image
 
@@ -408,7 +408,7 @@ def gather_anchor_rows(levels, anchor_ids: np.ndarray) -> np.ndarray:
         raise InputError(
             f"anchor_ids: expected ids in [0, {total}), got min {int(ids.min())} max {int(ids.max())}"
         )
-    from ._anchors import gather_rows
+    from runtime.kernels._anchors import gather_rows
 
     out = np.empty((ids.size, mats[0].shape[0]), np.float32)
     gather_rows(tuple(mats), level_ends, np.ascontiguousarray(ids), out)

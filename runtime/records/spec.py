@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import ModelError
+from runtime.errors import ModelError
 
 TRUNCATED_LAYOUT = "truncated"
 STANDARD_LAYOUT = "standard"
@@ -141,7 +141,7 @@ def _truncated_levels(path: Path, output_names: Sequence[str], task: str) -> tup
 def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Sequence[Any], outputs: Sequence[Any]) -> ModelSpec:
     """Build a ModelSpec from an engine's metadata map and input/output descriptions.
 
-    ``inputs`` / ``outputs`` are :class:`runtime.engine.TensorInfo` records or onnxruntime
+    ``inputs`` / ``outputs`` are :class:`runtime.engines.base.TensorInfo` records or onnxruntime
     ``NodeArg`` objects (anything with ``.name``, ``.shape`` and an onnxruntime type string
     ``.type``). Raises ModelError naming the file and what is wrong.
     """

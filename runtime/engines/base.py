@@ -8,8 +8,8 @@ same for all engines, so nothing outside the engine modules knows which one runs
 Implementations live in their own modules, listed in :data:`ENGINES`, and are imported only when
 asked for, so ``import runtime`` loads no inference library:
 
-* ``onnxruntime`` (the default): :mod:`runtime.engine_onnxruntime`, a hard dependency;
-* ``openvino``: :mod:`runtime.engine_openvino`, the optional extra
+* ``onnxruntime`` (the default): :mod:`runtime.engines.onnxruntime`, a hard dependency;
+* ``openvino``: :mod:`runtime.engines.openvino`, the optional extra
   ``pip install "yolo-edge-runtime[openvino]"``.
 """
 
@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from .errors import EngineNotInstalledError, InputError, ModelError
+from runtime.errors import EngineNotInstalledError, InputError, ModelError
 
 DEFAULT_ENGINE = "onnxruntime"
 EXPORT_HINT = "export one with: python tools/export.py MODEL.pt -o MODEL.onnx"
@@ -104,8 +104,8 @@ class _Entry:
 
 
 ENGINES: dict[str, _Entry] = {
-    "onnxruntime": _Entry("runtime.engine_onnxruntime", "onnxruntime", 'pip install onnxruntime'),
-    "openvino": _Entry("runtime.engine_openvino", "openvino",
+    "onnxruntime": _Entry("runtime.engines.onnxruntime", "onnxruntime", 'pip install onnxruntime'),
+    "openvino": _Entry("runtime.engines.openvino", "openvino",
                        'pip install "yolo-edge-runtime[openvino]" (or: pip install openvino)'),
 }
 

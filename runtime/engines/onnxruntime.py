@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .engine import Engine, EngineOptions, TensorInfo, first_line
-from .errors import InputError, ModelError
+from runtime.engines.base import Engine, EngineOptions, TensorInfo, first_line
+from runtime.errors import InputError, ModelError
 
 
 def _session_options(threads: int | None) -> ort.SessionOptions:

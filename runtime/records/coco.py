@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .result import Result
+from runtime.records.result import Result
 
 
 def rle_of_masks(masks: np.ndarray) -> list[dict]:

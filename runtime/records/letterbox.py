@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ._preprocess import boxes_to_source, pack_bgr_to_chw
+from runtime.kernels._preprocess import boxes_to_source, pack_bgr_to_chw
 
 PAD_VALUE = 114
 _PAD_FLOAT = np.float32(PAD_VALUE) / np.float32(255)

@@ -13,12 +13,12 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from .coco import frame_record, result_to_coco
-from .draw import annotate
-from .errors import InputError
-from .files import atomic_write_bytes, atomic_write_json
-from .result import Result
-from .video_writer import VideoSink, video_suffix
+from runtime.records.coco import frame_record, result_to_coco
+from runtime.cli.draw import annotate
+from runtime.errors import InputError
+from runtime.io.files import atomic_write_bytes, atomic_write_json
+from runtime.records.result import Result
+from runtime.io.video_writer import VideoSink, video_suffix
 
 STAGES = (("preprocess", "pre"), ("inference", "infer"), ("decode", "decode"), ("nms", "nms"), ("masks", "masks"))
 

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
-import cv2
 import numpy as np
 
-from .errors import InputError
+from runtime.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm"})
 # What OpenCV's FFmpeg backend reads as a video (GIFs too: imread cannot animate them), as Ultralytics lists them.
@@ -181,33 +180,3 @@ def expand_source(source: Source) -> list[str | np.ndarray]:
             raise InputError(f"{inp.name}: not a still image")
         out.append(inp.item)
     return out
-
-
-def as_bgr(image: np.ndarray, name: str) -> np.ndarray:
-    """Check an in-memory image and return it as (h, w, 3) uint8 BGR."""
-    if image.dtype != np.uint8:
-        raise InputError(f"{name}: image must be uint8 (as OpenCV reads it), got {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise InputError(f"{name}: image must be (h, w, 3) BGR, got shape {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise InputError(f"{name}: image is empty, shape {image.shape}")
-    if image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
-
-
-def load_image(item: str | np.ndarray, index: int) -> tuple[str | None, np.ndarray]:
-    """Read one item: returns (path or None, BGR uint8 image)."""
-    if isinstance(item, np.ndarray):
-        return None, as_bgr(item, f"image #{index}")
-    try:
-        image = cv2.imread(item, cv2.IMREAD_COLOR)
-    except cv2.error:
-        image = None
-    if image is None:
-        raise InputError(f"{item}: cannot be read as an image (corrupt or unsupported format)")
-    return item, image

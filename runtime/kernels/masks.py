@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime import _masks
+from runtime.kernels import _masks
 from runtime.errors import InputError
 
 __all__ = [
