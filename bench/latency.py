@@ -46,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +66,9 @@ from bench.machine import (  # noqa: E402
     reset_peak_rss,
     summarize,
 )
-from runtime.engine import DEFAULT_ENGINE, normalize_precision  # noqa: E402
+from bench.predictors import EngineChoice, engine_list, make_predictor  # noqa: E402
+from bench.video import run_video  # noqa: E402
+from runtime.engine import DEFAULT_ENGINE  # noqa: E402
 from runtime.errors import YoloRuntimeError  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -129,44 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass(frozen=True)
-class EngineChoice:
-    """One engine to time: its registry name and the precision asked of it (None: its default)."""
-
-    name: str
-    precision: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name if self.precision is None else f"{self.name}:{self.precision}"
-
-
-def engine_list(text: str) -> list[EngineChoice]:
-    """argparse type: comma-separated ENGINE[:PRECISION], e.g. "onnxruntime,openvino:f32"."""
-    import argparse
-
-    from runtime.engine import ENGINES
-    from runtime.errors import InputError
-
-    choices = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        name, _, precision = item.partition(":")
-        if name not in ENGINES:
-            raise argparse.ArgumentTypeError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
-        try:
-            choices.append(EngineChoice(name, normalize_precision(precision or None)))
-        except InputError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    if not choices:
-        raise argparse.ArgumentTypeError(f"expected comma-separated engine names, got {text!r}")
-    labels = [c.label for c in choices]
-    if len(set(labels)) != len(labels):
-        raise argparse.ArgumentTypeError(f"an engine is named twice in {text!r}")
-    return choices
-
-
 def shared_dir() -> Path:
     env = os.environ.get("YOLO_SHARED_DIR")
     return Path(env).expanduser() if env else REPO_ROOT.parent / "shared"
@@ -224,16 +187,6 @@ def _per_image(result) -> dict[str, float]:
     sp["postprocess"] = sp["decode"] + sp["nms"] + sp["masks"]
     sp["total"] = sp["preprocess"] + sp["inference"] + sp["postprocess"]
     return sp
-
-
-def make_predictor(model: Path, settings: dict, threads: int | None, batch: int | None, read_ahead: bool = True,
-                   engine: EngineChoice = EngineChoice(DEFAULT_ENGINE), device: str | None = None):
-    from runtime import Predictor
-
-    return Predictor(model, conf=settings["conf"], iou=settings["iou"], max_det=settings["max_det"],
-                     threads=threads, batch=batch, retina_masks=settings["retina_masks"],
-                     rle_masks=settings["rle_masks"], read_ahead=read_ahead, engine=engine.name,
-                     precision=engine.precision, device=device)
 
 
 def run_ours(models: list[tuple[Path, bool, EngineChoice]], images: list[np.ndarray], batches: list[int],
@@ -589,8 +542,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.video is not None:
-        from bench.video import run_video
-
         if args.compare_ultralytics is not None and not args.compare_ultralytics.is_file():
             print(f"error: --compare-ultralytics model {args.compare_ultralytics} not found", file=sys.stderr)
             return 2
