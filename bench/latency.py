@@ -3,7 +3,7 @@
     python bench/latency.py --model yolov8n-seg.onnx [--images DIR] [--batch 1,4,8] [--threads N]
                             [--warmup W] [--repeat R] [--mode predict|val] [--limit N]
                             [--compare-ultralytics yolov8n-seg.pt] [--baseline FLOAT.onnx]
-                            [--baseline-without-read-ahead] [--cold-start]
+                            [--cold-start]
                             [--engine onnxruntime,openvino,openvino:f32] [--device CPU]
                             [--json OUT.json]
     python bench/latency.py --model yolov8n-seg.onnx --video clip.mp4 [--compare-ultralytics yolov8n-seg.pt]
@@ -23,9 +23,7 @@ their throughput ratios hold on a machine whose load drifts.
 same settings, interleaved image by image with our batch-1 predictor (so load from other processes
 hits both alike), and prints theirs / ours per stage and the host share of both. ``--baseline`` times a
 second model of ours (the float model a W8A8 one was built from) at the same batch sizes, interleaved
-block by block with ``--model``, and prints baseline / model per stage; with
-``--baseline-without-read-ahead`` the baseline reads nothing ahead on the second core (``--baseline``
-equal to ``--model`` then times what the read-ahead buys). ``--cold-start``
+block by block with ``--model``, and prints baseline / model per stage. ``--cold-start``
 times ``python -m runtime.infer IMAGE --model M --no-save`` as a whole child process.
 
 ``--engine`` names one or more inference engines, each optionally with a precision
@@ -46,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +64,9 @@ from bench.machine import (  # noqa: E402
     reset_peak_rss,
     summarize,
 )
-from runtime.engines import DEFAULT_ENGINE, normalize_precision  # noqa: E402
+from bench.predictors import EngineChoice, engine_list, make_predictor  # noqa: E402
+from bench.video import run_video  # noqa: E402
+from runtime.engines import DEFAULT_ENGINE  # noqa: E402
 from runtime.errors import YoloRuntimeError  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -103,9 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", type=Path, default=None, metavar="ONNX",
                    help="also time this model of ours (e.g. the float model of a W8A8 --model) interleaved with "
                         "--model, and print baseline / model per stage")
-    p.add_argument("--baseline-without-read-ahead", action="store_true",
-                   help="the baseline's predictors read nothing ahead on the second core; with --baseline equal "
-                        "to --model, this times what the read-ahead buys")
     p.add_argument("--cold-start", action="store_true",
                    help="also time `python -m runtime.infer IMAGE --model M --no-save` as a whole process")
     p.add_argument("--cold-repeat", type=int, default=3, help="timed cold-start runs after one warm-up (default 3)")
@@ -127,44 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --video and --compare-ultralytics: time both sides on segments of N frames, "
                         "interleaved (default 30; 0: the whole file, one side after the other)")
     return p
-
-
-@dataclass(frozen=True)
-class EngineChoice:
-    """One engine to time: its registry name and the precision asked of it (None: its default)."""
-
-    name: str
-    precision: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name if self.precision is None else f"{self.name}:{self.precision}"
-
-
-def engine_list(text: str) -> list[EngineChoice]:
-    """argparse type: comma-separated ENGINE[:PRECISION], e.g. "onnxruntime,openvino:f32"."""
-    import argparse
-
-    from runtime.engines import ENGINES
-    from runtime.errors import InputError
-
-    choices = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        name, _, precision = item.partition(":")
-        if name not in ENGINES:
-            raise argparse.ArgumentTypeError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
-        try:
-            choices.append(EngineChoice(name, normalize_precision(precision or None)))
-        except InputError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    if not choices:
-        raise argparse.ArgumentTypeError(f"expected comma-separated engine names, got {text!r}")
-    labels = [c.label for c in choices]
-    if len(set(labels)) != len(labels):
-        raise argparse.ArgumentTypeError(f"an engine is named twice in {text!r}")
-    return choices
 
 
 def shared_dir() -> Path:
@@ -226,19 +184,9 @@ def _per_image(result) -> dict[str, float]:
     return sp
 
 
-def make_predictor(model: Path, settings: dict, threads: int | None, batch: int | None, read_ahead: bool = True,
-                   engine: EngineChoice = EngineChoice(DEFAULT_ENGINE), device: str | None = None):
-    from runtime import Predictor
-
-    return Predictor(model, conf=settings["conf"], iou=settings["iou"], max_det=settings["max_det"],
-                     threads=threads, batch=batch, retina_masks=settings["retina_masks"],
-                     rle_masks=settings["rle_masks"], read_ahead=read_ahead, engine=engine.name,
-                     precision=engine.precision, device=device)
-
-
-def run_ours(models: list[tuple[Path, bool, EngineChoice]], images: list[np.ndarray], batches: list[int],
+def run_ours(models: list[tuple[Path, EngineChoice]], images: list[np.ndarray], batches: list[int],
              settings: dict, args) -> list[list[dict]]:
-    """Time our Predictor for every (model, read_ahead, engine) at every batch size; one list of JSON
+    """Time our Predictor for every (model, engine) at every batch size; one list of JSON
     blocks (one per batch size) per model and engine.
 
     Phase 1, one model and batch size after the other: construct the Predictor (model load), run the
@@ -248,11 +196,11 @@ def run_ours(models: list[tuple[Path, bool, EngineChoice]], images: list[np.ndar
     and the ratios between batch sizes, models and engines stay meaningful on a shared machine.
     """
     configs = []
-    for index, (model, read_ahead, engine), batch in [(i, m, b) for i, m in enumerate(models) for b in batches]:
+    for index, (model, engine), batch in [(i, m, b) for i, m in enumerate(models) for b in batches]:
         reset_ok = reset_peak_rss()
         rss_before = current_rss_mib()
         t0 = time.perf_counter()
-        predictor = make_predictor(model, settings, args.threads, batch, read_ahead, engine, args.device)
+        predictor = make_predictor(model, settings, args.threads, batch, engine, args.device)
         load_ms = (time.perf_counter() - t0) * 1e3
         effective = predictor.batch
         for w in range(max(args.warmup, 0)):
@@ -344,21 +292,20 @@ def print_run(run: dict) -> None:
     print(format_table(["stage", "p50 ms", "p90 ms", "p99 ms", "mean ms", "images/s"], rows))
 
 
-def baseline_report(baseline: Path, read_ahead: bool, baseline_runs: list[dict], runs: list[dict]) -> dict:
+def baseline_report(baseline: Path, baseline_runs: list[dict], runs: list[dict]) -> dict:
     """Baseline / model p50 ratio per stage and batch size (> 1: the model is faster)."""
     ratios = {}
     for base, run in zip(baseline_runs, runs):
         ratios[str(run["batch"])] = {k: ratio(base["stages"][k]["p50"], run["stages"][k]["p50"])
                                      for k in STAGES if k != "load"}
         ratios[str(run["batch"])]["images_per_s"] = ratio(run["images_per_s"] or 0.0, base["images_per_s"] or 0.0)
-    return {"model": str(baseline), "read_ahead": read_ahead, "runs": baseline_runs,
+    return {"model": str(baseline), "runs": baseline_runs,
             "ratio_baseline_over_model": ratios}
 
 
 def print_baseline(baseline: dict, engine_label: str | None = None) -> None:
-    without = "" if baseline["read_ahead"] else " without read-ahead"
     on = f" on {engine_label}" if engine_label else ""
-    print(f"\nbaseline {baseline['model']}{without}{on}, timed interleaved with the model above:")
+    print(f"\nbaseline {baseline['model']}{on}, timed interleaved with the model above:")
     for run in baseline["runs"]:
         print_run(run)
     rows = [[f"batch {b}"] + [r[k] for k in ("inference", "postprocess", "total", "images_per_s")]
@@ -419,7 +366,7 @@ def run_compare(model: Path, reference: Path, images: list[np.ndarray], settings
     import torch
     from ultralytics import YOLO
 
-    ours = make_predictor(model, settings, args.threads, 1, True, args.engine[0], args.device)
+    ours = make_predictor(model, settings, args.threads, 1, args.engine[0], args.device)
     imgsz = list(ours.imgsz)
     rect = ours.spec.input_hw is None  # a fixed-size export letterboxes to a square: theirs must too
     yolo = YOLO(str(reference), task=ours.spec.task)
@@ -589,17 +536,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.video is not None:
-        from bench.video import run_video
-
         if args.compare_ultralytics is not None and not args.compare_ultralytics.is_file():
             print(f"error: --compare-ultralytics model {args.compare_ultralytics} not found", file=sys.stderr)
             return 2
         return run_video(args)
     if args.live_fps is not None:
         print("error: --live-fps needs --video FILE", file=sys.stderr)
-        return 2
-    if args.baseline_without_read_ahead and args.baseline is None:
-        print("error: --baseline-without-read-ahead needs --baseline (e.g. the --model file itself)", file=sys.stderr)
         return 2
     for what, path in (("baseline model", args.baseline), ("--compare-ultralytics model", args.compare_ultralytics)):
         # Ultralytics also loads its OpenVINO exports, which are folders (e.g. the NNCF INT8 peer)
@@ -618,12 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     print(format_machine(facts))
 
     engines: list[EngineChoice] = args.engine
-    models = [(args.model, True, e) for e in engines]
+    models = [(args.model, e) for e in engines]
     if args.baseline is not None:
-        models += [(args.baseline, not args.baseline_without_read_ahead, e) for e in engines]
+        models += [(args.baseline, e) for e in engines]
     try:
         all_runs = run_ours(models, images, args.batch, settings, args)
-        spec_probe = make_predictor(args.model, settings, args.threads, None, True, engines[0], args.device).spec
+        spec_probe = make_predictor(args.model, settings, args.threads, None, engines[0], args.device).spec
     except YoloRuntimeError as exc:  # an engine that is not installed, or an option it refuses
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -648,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
 
     baselines: list[dict | None] = [None] * len(engines)
     for k, these in enumerate(baseline_runs):
-        baselines[k] = baseline_report(args.baseline, not args.baseline_without_read_ahead, these, engine_runs[k])
+        baselines[k] = baseline_report(args.baseline, these, engine_runs[k])
         print_baseline(baselines[k], engines[k].label if len(engines) > 1 else None)
 
     ratios = engine_ratios(engines, engine_runs)
@@ -686,7 +628,6 @@ def main(argv: list[str] | None = None) -> int:
             **settings,
             "compare_ultralytics": str(args.compare_ultralytics) if args.compare_ultralytics else None,
             "baseline": str(args.baseline) if args.baseline else None,
-            "baseline_without_read_ahead": bool(args.baseline_without_read_ahead),
             "cold_start": bool(args.cold_start),
             "engines": [e.label for e in engines],
             "device": args.device,

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import format_machine, format_table, machine_facts, ratio, runtime_facts, summarize
+from bench.predictors import make_predictor
 
 SCHEMA_VERSION = 1
 STAGES = ("read", "preprocess", "inference", "decode", "nms", "masks")
@@ -183,13 +184,11 @@ def run_video(args) -> int:
         return 2
     facts = machine_facts()
     print(format_machine(facts))
-    from bench.latency import make_predictor
-
     settings = dict(SETTINGS, retina_masks=False, rle_masks=False)
     engine = args.engine[0]
     batch = args.batch[0]
     try:
-        predictor = make_predictor(args.model, settings, args.threads, batch, True, engine, args.device)
+        predictor = make_predictor(args.model, settings, args.threads, batch, engine, args.device)
     except YoloRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

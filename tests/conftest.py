@@ -265,3 +265,16 @@ def shared_detect_onnx(export_onnx, shared_detect_pt) -> Path:
 @pytest.fixture(scope="session")
 def shared_seg_onnx(export_onnx, shared_seg_pt) -> Path:
     return export_onnx(shared_seg_pt, imgsz=640)
+
+
+# ------------------------------------------------------------------------------------------- optional dependencies
+def needs_packages(*modules: str) -> pytest.MarkDecorator:
+    """Skip marker for a test that imports optional packages in its own body, before any fixture could skip it:
+    skipped, naming the missing ones, when a package cannot be found (looked up, not imported)."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {' and '.join(missing)}, not installed")
+
+
+needs_export = needs_packages("torch", "ultralytics")  # exporting and reloading checkpoints

@@ -113,27 +113,6 @@ def test_latency_baseline_is_timed_interleaved(tmp_path, random_seg_onnx, export
     assert {"inference", "postprocess", "total", "images_per_s"} <= ratios.keys()
     run, base = report["runs"][0], block["runs"][0]
     assert math.isclose(ratios["inference"], base["stages"]["inference"]["p50"] / run["stages"]["inference"]["p50"])
-    assert block["read_ahead"] is True and report["settings"]["baseline_without_read_ahead"] is False
-
-
-def test_latency_same_model_without_read_ahead_as_baseline(tmp_path, random_seg_onnx, two_images):
-    report = _run_latency(tmp_path, ["--model", str(random_seg_onnx), "--baseline", str(random_seg_onnx),
-                                     "--baseline-without-read-ahead", "--images", str(two_images), "--batch", "1",
-                                     "--warmup", "0"])
-    _check_latency_report(report, [1], "predict")
-    block = report["baseline"]
-    assert block["model"] == str(random_seg_onnx) and block["read_ahead"] is False
-    assert report["settings"]["baseline_without_read_ahead"] is True
-    assert block["runs"][0]["images"] == report["runs"][0]["images"] == 2
-    for stage, stats in block["runs"][0]["stages"].items():
-        _check_stats(stats, f"baseline {stage}")
-    assert block["ratio_baseline_over_model"]["1"]["postprocess"] > 0
-
-
-def test_latency_without_read_ahead_needs_a_baseline(random_seg_onnx, two_images, capsys):
-    assert latency.main(["--model", str(random_seg_onnx), "--baseline-without-read-ahead",
-                         "--images", str(two_images)]) == 2
-    assert "--baseline-without-read-ahead needs --baseline" in capsys.readouterr().err
 
 
 def test_latency_missing_baseline(tmp_path, random_seg_onnx, two_images, capsys):

@@ -27,7 +27,7 @@ from tools.export import (  # noqa: E402
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-from conftest import OUTPUT_ATOL, OUTPUT_RTOL, assert_outputs_close  # noqa: E402
+from conftest import OUTPUT_ATOL, OUTPUT_RTOL, assert_outputs_close, needs_export  # noqa: E402
 
 RANDOM_IMGSZ = 320  # the size conftest exports the random models at
 RANDOM_NC7_NAMES = ["person", "bicycle", "car", "traffic light", "dog", "cat", "stop sign"]  # as in conftest
@@ -156,6 +156,7 @@ def test_import_is_light():
 
 
 # ------------------------------------------------------------------------------------------ random-init checkpoints
+@needs_export
 @pytest.mark.parametrize("case", list(CASES))
 def test_random_checkpoint_reloads_and_predicts(request, case):
     from ultralytics import YOLO
@@ -200,6 +201,7 @@ def test_graph_structure(request, case):
     assert not ops & {"Softmax", "Reshape", "Transpose", "TopK", "NonMaxSuppression", "Flatten", "ReduceMax"}
 
 
+@needs_export
 @pytest.mark.parametrize("case", list(CASES))
 def test_metadata(request, case):
     import ultralytics
@@ -347,6 +349,7 @@ def test_unsupported_head(tmp_path, random_pt, capsys, cfg, head):
         export_truncated(pt, out)
 
 
+@needs_export
 def test_not_a_checkpoint(tmp_path, capsys):
     bad = tmp_path / "yolov8n.pt"  # an official asset name: must not trigger a re-download either
     bad.write_bytes(b"this is not a zip archive or a pickle")

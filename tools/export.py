@@ -49,18 +49,15 @@ from tools.layout import (  # noqa: E402 - the shared truncated-head layout
     LAYOUT,
     LAYOUT_VERSION,
     LEVEL_OUTPUTS,
-    MAX_IR_VERSION,
     PRODUCER,
     PROTO_NAME,
     check_layout,
-    layout_metadata,
+    finish_graph,
     level_name,
     normalise_input_in_graph,
     output_names,
     run_cli,
-    set_metadata,
     shape_of,
-    simplify as simplify_graph,
     summarize,
 )
 
@@ -370,30 +367,13 @@ def export_truncated(
             except Exception as e:
                 raise ExportError(f"{pt}: torch.onnx.export failed ({type(e).__name__}: {_first_line(e)})") from e
 
-        model_onnx = onnx.load(str(tmp))
-        if input_dtype == "uint8":
-            normalise_input_in_graph(model_onnx)
-        problem = check_layout(model_onnx, names)
-        if problem:
-            raise ExportError(f"{pt}: unexpected exported graph: {problem}")
-
-        simplified = False
-        if simplify:
-            model_onnx, simplified = simplify_graph(model_onnx, names, str(pt))
-
-        if model_onnx.ir_version > MAX_IR_VERSION:
-            model_onnx.ir_version = MAX_IR_VERSION
-        set_metadata(model_onnx, layout_metadata(
+        metadata = dict(
             task=info.task, names=info.names, strides=info.strides, reg_max=info.reg_max, nm=info.nm,
             kpt_shape=info.kpt_shape, dfl_bins=info.dfl_bins, imgsz=(h, w), batch=fixed_batch, dynamic_hw=dynamic_hw,
-            input_dtype=input_dtype, source=pt.name, source_sha256=sha, ultralytics_version=_ultralytics_version(),
-            opset=opset, simplified=simplified,
-        ))
-
-        try:
-            onnx.checker.check_model(model_onnx)
-        except Exception as e:
-            raise ExportError(f"{pt}: exported graph fails onnx.checker ({_first_line(e)})") from e
+            source=pt.name, source_sha256=sha, ultralytics_version=_ultralytics_version(),
+        )
+        model_onnx = finish_graph(onnx.load(str(tmp)), names, metadata, input_dtype=input_dtype, simplify=simplify,
+                                  where=str(pt), graph="exported", error=ExportError)
         onnx.save(model_onnx, str(tmp))
     return out
 

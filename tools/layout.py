@@ -2,9 +2,10 @@
 
 One place for what both writers must agree on: the output names (``box_pN``, ``cls_pN``, ``mc_pN`` / ``kpt_pN``,
 ``proto``), the metadata keys the runtime reads (:mod:`runtime.records.spec`), the optional uint8 input prologue
-(Ultralytics' ``float(x) / 255`` inside the graph), the layout check and the optional onnxslim pass.
+(Ultralytics' ``float(x) / 255`` inside the graph), the layout check and the optional onnxslim pass, and
+:func:`finish_graph`, which applies them in the one order both writers use.
 
-Only ``onnx`` (and ``numpy``) are imported, inside functions, so importing this module stays light.
+Only ``onnx``, ``numpy`` and ``runtime.engines`` are imported, inside functions, so importing this module stays light.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 PRODUCER = "yolo-edge-runtime"
 LAYOUT = "truncated-head"
@@ -34,8 +35,8 @@ LEVEL_OUTPUTS = {
 
 __all__ = [
     "INPUT_DTYPES", "INPUT_NAME", "LAYOUT", "LAYOUT_VERSION", "LEVEL_OUTPUTS", "MAX_IR_VERSION", "PRODUCER",
-    "PROTO_NAME", "check_layout", "layout_metadata", "level_name", "normalise_input_in_graph", "output_names",
-    "run_cli", "set_metadata", "shape_of", "simplify", "summarize",
+    "PROTO_NAME", "check_layout", "finish_graph", "layout_metadata", "level_name", "normalise_input_in_graph",
+    "opset_of", "output_names", "run_cli", "set_metadata", "shape_of", "simplify_graph", "summarize",
 ]  # fmt: skip
 
 
@@ -184,7 +185,7 @@ def _name_dims(model_onnx, names: dict[str, dict[int, str]]) -> None:
                 dims[axis].dim_param = name
 
 
-def simplify(model_onnx, names: list[str], where: str, input_name: str = INPUT_NAME):
+def simplify_graph(model_onnx, names: list[str], where: str, input_name: str = INPUT_NAME):
     """Run onnxslim when importable; return (model, simplified). The slimmed graph is kept only when it still has the
     layout (:func:`check_layout`); otherwise a warning naming ``where`` and the unchanged model. The inputs' and
     outputs' dim names survive (onnxslim writes the expressions shape inference derives, ``floor(...) + 1``)."""
@@ -192,19 +193,58 @@ def simplify(model_onnx, names: list[str], where: str, input_name: str = INPUT_N
         import onnxslim
     except ImportError:
         return model_onnx, False
+    from runtime.engines import first_line
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             slim = onnxslim.slim(model_onnx)
         problem = check_layout(slim, names, input_name)
     except Exception as e:  # keep the plain graph on any simplifier failure
-        text = str(e).strip() or type(e).__name__
-        slim, problem = None, f"{type(e).__name__}: {text.splitlines()[0]}"
+        slim, problem = None, f"{type(e).__name__}: {first_line(e)}"
     if problem:
         warnings.warn(f"{where}: onnxslim result discarded ({problem}); keeping the unsimplified graph")
         return model_onnx, False
     _name_dims(slim, _dim_names(model_onnx))
     return slim, True
+
+
+def opset_of(model_onnx) -> int:
+    """The model's default-domain (``ai.onnx``) opset version; 0 when it imports none."""
+    return next((o.version for o in model_onnx.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def finish_graph(model_onnx, outputs: list[str], metadata: Mapping[str, Any], *, input_dtype: str, simplify: bool,
+                 where: str, graph: str, error: type[Exception]):
+    """Finish a float-input graph whose outputs are already ``outputs`` (named and ordered) into a layout file, in
+    memory: the uint8 prologue when ``input_dtype`` is "uint8", the layout check, the optional onnxslim pass (dim
+    names kept), the IR version cap, the metadata and ``onnx.checker``. Returns the finished model.
+
+    ``metadata`` holds :func:`layout_metadata`'s arguments except the three this step knows (``input_dtype``,
+    ``opset``: read from the graph, ``simplified``). A graph without the layout or failing the checker raises
+    ``error`` with a one-line message starting with ``where``; ``graph`` names it there ("exported", "truncated").
+    """
+    import onnx
+
+    from runtime.engines import first_line
+
+    if input_dtype == "uint8":
+        normalise_input_in_graph(model_onnx)
+    problem = check_layout(model_onnx, outputs)
+    if problem:
+        raise error(f"{where}: unexpected {graph} graph: {problem}")
+    simplified = False
+    if simplify:
+        model_onnx, simplified = simplify_graph(model_onnx, outputs, where)
+    if model_onnx.ir_version > MAX_IR_VERSION:
+        model_onnx.ir_version = MAX_IR_VERSION
+    set_metadata(model_onnx, layout_metadata(**metadata, input_dtype=input_dtype, opset=opset_of(model_onnx),
+                                             simplified=simplified))
+    try:
+        onnx.checker.check_model(model_onnx)
+    except Exception as e:
+        raise error(f"{where}: the {graph} graph fails onnx.checker ({first_line(e)})") from e
+    return model_onnx
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,

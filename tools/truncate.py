@@ -62,16 +62,11 @@ from tools.layout import (  # noqa: E402
     INPUT_NAME,
     LAYOUT,
     LEVEL_OUTPUTS,
-    MAX_IR_VERSION,
     PROTO_NAME,
-    check_layout,
-    layout_metadata,
+    finish_graph,
     level_name,
-    normalise_input_in_graph,
     output_names,
     run_cli,
-    set_metadata,
-    simplify as simplify_graph,
 )
 
 __all__ = ["CutError", "NotAYoloHeadError", "TruncateError", "UnsupportedHeadError", "main", "read_names",
@@ -858,10 +853,6 @@ def _topological(nodes: list, graph) -> list:
     return out
 
 
-def _opset(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def _parse_hw(value, where: str) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -998,30 +989,17 @@ def truncate(
         hw = [static_hw[0] // s, static_hw[1] // s] if static_hw else [f"h_{lvl}", f"w_{lvl}"]
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
                                                                      [batch_dim, c, *hw]))
-    if input_dtype == "uint8":
-        normalise_input_in_graph(model, INPUT_NAME)
-    problem = check_layout(model, names_out)
-    if problem:
-        raise NotAYoloHeadError(f"{src}: unexpected truncated graph: {problem}")
-    simplified = False
-    if simplify:
-        model, simplified = simplify_graph(model, names_out, str(src))
-    if model.ir_version > MAX_IR_VERSION:
-        model.ir_version = MAX_IR_VERSION
     if meta_hw is not None:
         default_hw = (int(meta_hw[0]), int(meta_hw[1]))
     else:
         default_hw = static_hw or (640, 640)
-    set_metadata(model, layout_metadata(
+    metadata = dict(
         task=head.task, names=name_map, strides=strides, reg_max=head.reg_max, nm=head.nm, kpt_shape=head.kpt_shape,
         dfl_bins=head.dfl_bins, imgsz=hw_arg or default_hw, batch=dims[0], dynamic_hw=static_hw is None,
-        input_dtype=input_dtype, source=src.name, source_sha256=sha,
-        ultralytics_version=meta.get("version", "unknown"), opset=_opset(model), simplified=simplified,
-    ))
-    try:
-        onnx.checker.check_model(model)
-    except Exception as e:
-        raise NotAYoloHeadError(f"{src}: the truncated graph fails onnx.checker ({_first_line(e)})") from e
+        source=src.name, source_sha256=sha, ultralytics_version=meta.get("version", "unknown"),
+    )
+    model = finish_graph(model, names_out, metadata, input_dtype=input_dtype, simplify=simplify, where=str(src),
+                         graph="truncated", error=NotAYoloHeadError)
     with atomic_output(out) as tmp:
         onnx.save(model, str(tmp))
     return out
