@@ -1,0 +1,2 @@
+"""placeholder"""
+class TrackTrack: pass
