@@ -25,14 +25,17 @@ class Frame:
 def scene(seed: int = 0, n_frames: int = 60, n_objects: int = 10, size: tuple[int, int] = (1280, 720),
           gaps: tuple[int, ...] = (5, 40), low_score_rate: float = 0.15, miss_rate: float = 0.03,
           false_positives: float = 0.5, pan: tuple[float, float] = (0.0, 0.0), jitter: float = 1.5,
-          empty_frames: tuple[int, ...] = (), classes: int = 3) -> list[Frame]:
+          empty_frames: tuple[int, ...] = (), classes: int = 3, speed: float = 3.0,
+          stop_in_gaps: bool = False) -> list[Frame]:
     """A list of per-frame detections (see the module docstring). ``gaps``: occlusion lengths drawn from, one per
-    object with probability 1/2; ``empty_frames``: frame indices with no detections at all."""
+    object with probability 1/2; ``empty_frames``: frame indices with no detections at all; ``speed``: standard
+    deviation of the objects' velocities, pixels per frame; ``stop_in_gaps``: objects stand still while occluded
+    (the Kalman prediction runs ahead of them, as OC-SORT's recovery is made for)."""
     rng = np.random.default_rng(seed)
     width, height = size
     wh = np.stack([rng.uniform(20, 90, n_objects), rng.uniform(40, 160, n_objects)], axis=1)
     centre = np.stack([rng.uniform(0, width, n_objects), rng.uniform(0, height, n_objects)], axis=1)
-    velocity = rng.normal(0, 3, (n_objects, 2))
+    velocity = rng.normal(0, speed, (n_objects, 2))
     enter = np.where(rng.random(n_objects) < 0.6, 0, rng.integers(0, max(1, n_frames // 2), n_objects))
     leave = np.where(rng.random(n_objects) < 0.6, n_frames, rng.integers(n_frames // 2, n_frames + 1, n_objects))
     gap_start = rng.integers(1, max(2, n_frames), n_objects)
@@ -42,9 +45,11 @@ def scene(seed: int = 0, n_frames: int = 60, n_objects: int = 10, size: tuple[in
     frames = []
     for f in range(n_frames):
         shift = (pan[0] * f, pan[1] * f)
-        centre = centre + velocity + rng.normal(0, 0.5, centre.shape)
+        hidden = (gap_start <= f) & (f < gap_start + gap_length)
+        moving = ~hidden[:, None] if stop_in_gaps else True
+        centre = centre + velocity * moving + rng.normal(0, 0.5, centre.shape)
         wh = np.clip(wh * rng.normal(1, 0.01, wh.shape), 10, None)
-        visible = (enter <= f) & (f < leave) & ~((gap_start <= f) & (f < gap_start + gap_length))
+        visible = (enter <= f) & (f < leave) & ~hidden
         visible &= rng.random(n_objects) >= miss_rate
         if f in empty_frames:
             visible[:] = False

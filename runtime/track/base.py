@@ -87,6 +87,7 @@ class Tracker(ABC):
 
     name: str = ""
     kalman: BoxKalman
+    track_class: type = Tracklet  # what detections become (subclasses add per-track state)
 
     def __init__(self, config: TrackerConfig):
         self.config = config
@@ -118,7 +119,8 @@ class Tracker(ABC):
         scores = detections.scores[index]
         classes = detections.class_ids[index].tolist()
         score_items = list(scores)  # numpy float32 scalars, as the reference keeps them
-        return [Tracklet(tlwh[k], corners[k], score_items[k], classes[k], int(i)) for k, i in enumerate(index)], scores
+        make = self.track_class
+        return [make(tlwh[k], corners[k], score_items[k], classes[k], int(i)) for k, i in enumerate(index)], scores
 
     def boxes(self, tracks: list[Tracklet]) -> np.ndarray:
         """(n, 4) x1y1x2y2 of tracks (Kalman estimate, float64) or of detections (float32)."""
