@@ -26,18 +26,20 @@ def scene(seed: int = 0, n_frames: int = 60, n_objects: int = 10, size: tuple[in
           gaps: tuple[int, ...] = (5, 40), low_score_rate: float = 0.15, miss_rate: float = 0.03,
           false_positives: float = 0.5, pan: tuple[float, float] = (0.0, 0.0), jitter: float = 1.5,
           empty_frames: tuple[int, ...] = (), classes: int = 3, speed: float = 3.0,
-          stop_in_gaps: bool = False) -> list[Frame]:
+          stop_in_gaps: bool = False, churn: bool = True) -> list[Frame]:
     """A list of per-frame detections (see the module docstring). ``gaps``: occlusion lengths drawn from, one per
     object with probability 1/2; ``empty_frames``: frame indices with no detections at all; ``speed``: standard
     deviation of the objects' velocities, pixels per frame; ``stop_in_gaps``: objects stand still while occluded
-    (the Kalman prediction runs ahead of them, as OC-SORT's recovery is made for)."""
+    (the Kalman prediction runs ahead of them, as OC-SORT's recovery is made for); ``churn`` False keeps every
+    object in the scene from the first frame to the last (only gaps and misses hide them)."""
     rng = np.random.default_rng(seed)
     width, height = size
     wh = np.stack([rng.uniform(20, 90, n_objects), rng.uniform(40, 160, n_objects)], axis=1)
     centre = np.stack([rng.uniform(0, width, n_objects), rng.uniform(0, height, n_objects)], axis=1)
     velocity = rng.normal(0, speed, (n_objects, 2))
-    enter = np.where(rng.random(n_objects) < 0.6, 0, rng.integers(0, max(1, n_frames // 2), n_objects))
-    leave = np.where(rng.random(n_objects) < 0.6, n_frames, rng.integers(n_frames // 2, n_frames + 1, n_objects))
+    stays = 1.0 if not churn else 0.6
+    enter = np.where(rng.random(n_objects) < stays, 0, rng.integers(0, max(1, n_frames // 2), n_objects))
+    leave = np.where(rng.random(n_objects) < stays, n_frames, rng.integers(n_frames // 2, n_frames + 1, n_objects))
     gap_start = rng.integers(1, max(2, n_frames), n_objects)
     gap_length = np.where(rng.random(n_objects) < 0.5, rng.choice(gaps, n_objects), 0)
     classes_of = rng.integers(0, classes, n_objects)
