@@ -8,6 +8,8 @@ caller uses who schedules work itself. Its three steps can run on different thre
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -118,6 +120,14 @@ class Model:
         if rounded != hw:
             LOGGER.warning("imgsz %s is not a multiple of stride %d; using %s", hw, stride, rounded)
         return rounded  # type: ignore[return-value]
+
+    def with_settings(self, **changes) -> "Model":
+        """This model with other head settings (``conf``, ``iou``, ...: :class:`~runtime.heads.HeadSettings`'
+        fields), sharing the engine and the input buffers: e.g. tracking's lower ``conf``."""
+        other = copy.copy(self)
+        other.settings = dataclasses.replace(self.settings, **changes)
+        other.head = head_for(self.spec, other.settings)
+        return other
 
     @property
     def names(self) -> tuple[str, ...]:

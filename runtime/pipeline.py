@@ -10,6 +10,7 @@ nothing per stream, so several streams may run through one pipeline at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -104,8 +105,8 @@ class StreamOptions:
 
 
 class Pipeline:
-    """Runs sources through ``model`` on threads; ``host_threads`` (1 or 2) is how many threads run the
-    head on the images of one batch (2 unless the engine was asked for one thread or there is one CPU)."""
+    """Runs sources through ``model`` (or the model a call names) on threads; ``host_threads`` (1 or 2) is
+    how many threads run the head on the images of one batch (2 unless there is one CPU)."""
 
     def __init__(self, model: Model, host_threads: int = 2) -> None:
         self.model = model
@@ -113,35 +114,41 @@ class Pipeline:
         if host_threads > 1 and _usable_cpus() > 1:
             self._host_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-postprocess")
 
-    def stream(self, source: Source, options: StreamOptions = StreamOptions()) -> ResultStream[tuple[Result, np.ndarray]]:
-        """(Result, BGR image) pairs of ``source`` as they come; see :meth:`runtime.Predictor.stream`."""
+    def stream(self, source: Source, options: StreamOptions = StreamOptions(),
+               model: Model | None = None) -> ResultStream[tuple[Result, np.ndarray]]:
+        """(Result, BGR image) pairs of ``source`` as they come; see :meth:`runtime.Predictor.stream`.
+        ``model``: another Model on the same engine (other head settings) for this stream only."""
+        model = model or self.model
         inputs = resolve_inputs(source)
         live = is_live(inputs)
         stats = StreamStats()
         stop = threading.Event()
         frames = iter_frames(inputs, vid_stride=options.vid_stride, max_frames=options.max_frames,
                              stream_buffer=options.stream_buffer, stop=stop, on_stream=stats.streams.append)
-        return ResultStream(self._run(frames, live, stats, options.strict, stop), stats)
+        return ResultStream(self._run(model, frames, live, stats, options.strict, stop), stats)
 
     def run_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Result]:
         """One batch of BGR images through the model, its images' heads split over the host threads."""
         return self.results(self.model.infer(self.model.prepare(images, paths)))
 
-    def results(self, batch: InferredBatch) -> list[Result]:
+    def results(self, batch: InferredBatch, model: Model | None = None) -> list[Result]:
         """The Results of an inferred batch: two images at a time (one kernel thread each, the second half
         on the helper) when there is a helper, else one at a time with every mask thread."""
+        model = model or self.model
         n = len(batch)
         if n == 1 or self._host_pool is None:
-            return self.model.results(batch)
+            return model.results(batch)
         half = (n + 1) // 2
-        later = self._host_pool.submit(self.model.results, batch, range(half, n), 1)
+        later = self._host_pool.submit(model.results, batch, range(half, n), 1)
         try:
-            first = self.model.results(batch, range(half), 1)
+            first = model.results(batch, range(half), 1)
         finally:
             wait([later])  # the helper reads the outputs until it is done
         return first + later.result()
 
-    def _next_batch(self, frames: Iterator[Event], size: int, stats: StreamStats, strict: bool) -> PreparedBatch | None:
+    @staticmethod
+    def _next_batch(model: Model, frames: Iterator[Event], size: int, stats: StreamStats,
+                    strict: bool) -> PreparedBatch | None:
         """Up to ``size`` frames read and letterboxed (None when the source is done); skipped inputs are
         logged and counted, or raised when ``strict``. Called on one thread at a time."""
         picked: list[Frame] = []
@@ -157,12 +164,13 @@ class Pipeline:
                 break
         if not picked:
             return None
-        return self.model.prepare([f.image for f in picked], [f.path for f in picked], [f.info for f in picked],
-                                  read_ms=sum(f.read_ms for f in picked) / len(picked))
+        return model.prepare([f.image for f in picked], [f.path for f in picked], [f.info for f in picked],
+                             read_ms=sum(f.read_ms for f in picked) / len(picked))
 
-    def _run(self, frames: Iterator[Event], live: bool, stats: StreamStats, strict: bool,
+    def _run(self, model: Model, frames: Iterator[Event], live: bool, stats: StreamStats, strict: bool,
              stop: threading.Event) -> Iterator[tuple[Result, np.ndarray]]:
-        size = 1 if live else self.model.batch
+        size = 1 if live else model.batch
+        next_batch = functools.partial(self._next_batch, model, frames, size, stats, strict)
         prep_pool = None if live else ThreadPoolExecutor(max_workers=1, thread_name_prefix="yolo-prefetch")
         ran: queue.Queue = queue.Queue(maxsize=1)  # inferred batches waiting for this thread: bounded read-ahead
 
@@ -179,14 +187,14 @@ class Pipeline:
             """Run batch after batch without waiting for the consumer: files read the next batch meanwhile;
             a live source's frame is taken only once the engine is free, so it is the freshest."""
             try:
-                ready = None if live else prep_pool.submit(self._next_batch, frames, size, stats, strict)
+                ready = None if live else prep_pool.submit(next_batch)
                 while not stop.is_set():
-                    batch = self._next_batch(frames, size, stats, strict) if live else ready.result()
+                    batch = next_batch() if live else ready.result()
                     if batch is None:
                         break
                     if not live:
-                        ready = prep_pool.submit(self._next_batch, frames, size, stats, strict)
-                    if not hand_over(self.model.infer(batch)):
+                        ready = prep_pool.submit(next_batch)
+                    if not hand_over(model.infer(batch)):
                         return
                 hand_over(_END)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the consumer's thread
@@ -201,7 +209,7 @@ class Pipeline:
                     break
                 if isinstance(item, _Failure):
                     raise item.exc
-                for result, image in zip(self.results(item), item.prepared.images):
+                for result, image in zip(self.results(item, model), item.prepared.images):
                     stats.frames += 1
                     yield result, image
         finally:

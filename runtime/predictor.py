@@ -17,15 +17,20 @@ from runtime.records.frame import Skipped
 from runtime.records.letterbox import Letterbox
 from runtime.records.result import Result
 from runtime.io.sources import Source
+from runtime.track import DEFAULT_TRACKER, SourceTrackers, source_trackers
 
 __all__ = ["Predictor", "ResultStream", "StreamStats"]
+
+PREDICT_CONF = 0.25  # Ultralytics' predict default
+TRACK_CONF = 0.1  # Ultralytics' track mode default: the trackers' second stage needs low-score detections
 
 
 class Predictor:
     """Run a YOLO detect / segment / pose ONNX model (float or W8A8) on images, videos and streams.
 
     Everything about the model (task, classes, strides, layout, input size, batch) is read from the
-    file. Thresholds follow Ultralytics: a detection needs score > ``conf``; NMS suppresses at
+    file. Thresholds follow Ultralytics: a detection needs score > ``conf`` (default 0.25, and 0.1 for
+    :meth:`track`, as Ultralytics' track mode, unless given); NMS suppresses at
     IoU > ``iou``; at most ``max_det`` are kept. ``rect`` is Ultralytics' minimal-padding letterbox,
     used when the model takes any input size and all images of a batch share a shape.
     ``retina_masks`` gives masks at original-image resolution instead of letterbox resolution;
@@ -41,7 +46,7 @@ class Predictor:
     it did not pay for itself).
     """
 
-    def __init__(self, model: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+    def __init__(self, model: str | Path, conf: float | None = None, iou: float = 0.7, max_det: int = 300,
                  classes: Iterable[int] | None = None, agnostic: bool = False,
                  imgsz: int | Sequence[int] | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None, *, batch: int | None = None, rect: bool = True,
@@ -51,10 +56,13 @@ class Predictor:
         if read_ahead is not None:
             warnings.warn("Predictor(read_ahead=...) has no effect any more and will be removed",
                           DeprecationWarning, stacklevel=2)
-        self.model = Model(model, conf, iou, max_det, classes, agnostic, imgsz, threads, providers, batch=batch,
+        self.model = Model(model, PREDICT_CONF if conf is None else conf, iou, max_det, classes, agnostic, imgsz, threads, providers, batch=batch,
                            rect=rect, multi_label=multi_label, retina_masks=retina_masks, rle_masks=rle_masks,
                            engine=engine, precision=precision, device=device)
         self.pipeline = Pipeline(self.model, host_threads=1 if threads == 1 else 2)
+        self._track_model = self.model if conf is not None else self.model.with_settings(conf=TRACK_CONF)
+        self._persisted: dict[tuple, SourceTrackers] = {}  # track(persist=True)'s trackers, by tracker settings
+        self._lock = threading.Lock()
         self._latest = threading.local()  # each calling thread's latest stream, for `skipped`
 
     # The model's facts, as attributes of the Predictor (its API before the Model existed).
@@ -104,13 +112,50 @@ class Predictor:
                            max_frames: int | None = None,
                            strict: bool = False) -> ResultStream[tuple[Result, np.ndarray]]:
         """Like :meth:`stream` but yields (Result, BGR image) pairs, for callers that also draw or crop."""
-        pairs = self.pipeline.stream(source, StreamOptions(vid_stride, stream_buffer, max_frames, bool(strict)))
+        return self._pairs(source, StreamOptions(vid_stride, stream_buffer, max_frames, bool(strict)), self.model)
+
+    def track(self, source: Source, tracker: str | Path = DEFAULT_TRACKER, persist: bool = False, *,
+              vid_stride: int = 1, stream_buffer: int = 1, max_frames: int | None = None,
+              strict: bool = False) -> ResultStream[Result]:
+        """Like :meth:`stream`, with a track id on every detection (``Result.track_ids``).
+
+        ``tracker``: "bytetrack", "botsort", "tracktrack", "ocsort" or an Ultralytics tracker YAML (its keys
+        and defaults are Ultralytics'). Each video, image and live stream has its own tracker, reset
+        between files; ``persist=True`` keeps the trackers on this Predictor from call to call, files
+        sharing one (Ultralytics' ``persist``). Only confirmed tracks are returned, with the tracker's
+        boxes; masks and keypoints follow their detections. See :mod:`runtime.track.results`.
+        """
+        pairs = self.track_with_images(source, tracker, persist, vid_stride=vid_stride, stream_buffer=stream_buffer,
+                                       max_frames=max_frames, strict=strict)
+        return ResultStream(_results_of(pairs), pairs.stats)
+
+    def track_with_images(self, source: Source, tracker: str | Path = DEFAULT_TRACKER, persist: bool = False, *,
+                          vid_stride: int = 1, stream_buffer: int = 1, max_frames: int | None = None,
+                          strict: bool = False) -> ResultStream[tuple[Result, np.ndarray]]:
+        """Like :meth:`track` but yields (Result, BGR image) pairs, for callers that also draw or crop."""
+        trackers = source_trackers(tracker, persist)  # checked before any frame is read
+        if persist:
+            with self._lock:
+                trackers = self._persisted.setdefault((str(tracker),), trackers)
+        pairs = self._pairs(source, StreamOptions(vid_stride, stream_buffer, max_frames, bool(strict)), self._track_model)
+        return ResultStream(_tracked_pairs(pairs, trackers), pairs.stats)
+
+    def _pairs(self, source: Source, options: StreamOptions, model: Model) -> ResultStream[tuple[Result, np.ndarray]]:
+        pairs = self.pipeline.stream(source, options, model)
         self._latest.stats = pairs.stats
         return pairs
 
     def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Result]:
         """Run one batch of BGR uint8 images (at most the model's fixed batch size) through the model."""
         return self.pipeline.run_batch(images, paths)
+
+
+def _tracked_pairs(pairs: ResultStream, trackers: SourceTrackers) -> Iterator[tuple[Result, np.ndarray]]:
+    try:
+        for result, image in pairs:
+            yield trackers(result, image), image
+    finally:
+        pairs.close()
 
 
 def _results_of(pairs: ResultStream) -> Iterator[Result]:

@@ -224,11 +224,11 @@ def test_sigint_during_a_video_keeps_a_playable_file(random_detect_onnx, clip, t
 
     real, calls = outputs.annotate, []
 
-    def annotate(image, result):
+    def annotate(image, result, **kwargs):
         calls.append(result.frame_index)
         if len(calls) == 3:
             signal.raise_signal(signal.SIGINT)
-        return real(image, result)
+        return real(image, result, **kwargs)
 
     monkeypatch.setattr(outputs, "annotate", annotate)
     out_dir = tmp_path / "out"

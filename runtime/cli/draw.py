@@ -1,6 +1,9 @@
-"""Annotated copies of images: boxes, labels with scores, translucent masks."""
+"""Annotated copies of images: boxes, labels with scores (and track ids), translucent masks, keypoints and
+the recent path of each track."""
 
 from __future__ import annotations
+
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -17,10 +20,12 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return PALETTE_BGR[class_id % len(PALETTE_BGR)]
 
 
-def annotate(image_bgr: np.ndarray, result: Result, mask_alpha: float = 0.5) -> np.ndarray:
+def annotate(image_bgr: np.ndarray, result: Result, mask_alpha: float = 0.5,
+             trails: Mapping[int, Sequence[tuple[float, float]]] | None = None) -> np.ndarray:
     """Return a copy of ``image_bgr`` (h, w, 3) uint8 with the detections of ``result`` drawn on it.
 
-    Masks are drawn only when they are at original resolution (``mask_form == "native"``).
+    Masks are drawn only when they are at original resolution (``mask_form == "native"``). Tracked Results
+    carry the id in each label; ``trails`` maps track ids to their recent box centres, drawn as lines.
     """
     canvas = image_bgr.copy()
     h, w = canvas.shape[:2]
@@ -31,11 +36,16 @@ def annotate(image_bgr: np.ndarray, result: Result, mask_alpha: float = 0.5) -> 
         for mask, cls in zip(result.masks, result.class_ids):
             overlay[mask] = class_color(int(cls))
         cv2.addWeighted(overlay, mask_alpha, canvas, 1 - mask_alpha, 0, dst=canvas)
-    for box, score, cls in zip(result.xyxy, result.scores, result.class_ids):
+    ids = result.track_ids if result.track_ids is not None else [None] * len(result)
+    for box, score, cls, track_id in zip(result.xyxy, result.scores, result.class_ids, ids):
         color = class_color(int(cls))
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
-        label = f"{result.names[cls]} {score:.2f}"
+        path = (trails or {}).get(int(track_id)) if track_id is not None else None
+        if path is not None and len(path) > 1:
+            points = np.round(np.asarray(path, np.float32)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(canvas, [points], False, color, thickness, cv2.LINE_AA)
+        label = f"{result.names[cls]} {score:.2f}" if track_id is None else f"id:{track_id} {result.names[cls]} {score:.2f}"
         (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(thickness - 1, 1))
         top = y1 - th - baseline - 3 if y1 - th - baseline - 3 >= 0 else y1
         cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + baseline + 3), color, -1, cv2.LINE_AA)

@@ -26,6 +26,7 @@ from runtime.errors import InputError, ModelError, YoloRuntimeError
 from runtime.cli.outputs import STAGES, Outputs, format_line  # noqa: F401 - format_line, STAGES: this module's API before
 from runtime.predictor import Predictor
 from runtime.io.video_writer import DEFAULT_CODEC, check_codec
+from runtime.track import DEFAULT_TRACKER, TRACKERS
 
 EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "rtsp:// rtmp:// http(s):// URLs, or .txt/.streams files listing sources")
     parser.add_argument("--model", "-m", type=Path,
                         help="ONNX model (float or W8A8); default: the only *.onnx in the current folder")
-    parser.add_argument("--conf", type=float, default=0.25, help="score threshold, keep score > conf (default 0.25)")
+    parser.add_argument("--conf", type=float, default=None,
+                        help="score threshold, keep score > conf (default 0.25; 0.1 with --track, as Ultralytics)")
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
     parser.add_argument("--imgsz", type=int, nargs="+", metavar="N",
                         help="letterbox size, N or H W (default: the model's own size)")
@@ -72,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frames a live stream may queue; older ones are dropped (default 1: the latest)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N",
                         help="run at most N frames of each video or stream")
+    parser.add_argument("--track", nargs="?", const=DEFAULT_TRACKER, default=None, metavar="TRACKER",
+                        help=f"track objects across frames: {', '.join(TRACKERS)} or an Ultralytics tracker YAML "
+                             f"(default {DEFAULT_TRACKER}); ids go into labels and --jsonl")
+    parser.add_argument("--trails", type=int, default=0, metavar="N",
+                        help="with --track: draw the last N centres of each track on annotated videos")
     parser.add_argument("--video-codec", default=DEFAULT_CODEC, metavar="FOURCC",
                         help=f"codec of annotated videos (default {DEFAULT_CODEC}, in .mp4; MJPG/XVID write .avi)")
     parser.add_argument("--verbose", "-v", action="store_true",
@@ -133,10 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor(model, conf=args.conf, iou=args.iou, max_det=args.max_det, classes=args.classes,
                               agnostic=args.agnostic, imgsz=args.imgsz, threads=args.threads, batch=args.batch,
                               retina_masks=True, engine=args.engine, precision=args.precision, device=args.device)
-        pairs = predictor.stream_with_images(args.paths, vid_stride=args.vid_stride, stream_buffer=args.stream_buffer,
-                                             max_frames=args.max_frames)
+        if args.trails < 0:
+            raise InputError(f"--trails takes N >= 0, got {args.trails}")
+        options = dict(vid_stride=args.vid_stride, stream_buffer=args.stream_buffer, max_frames=args.max_frames)
+        if args.track is not None:
+            pairs = predictor.track_with_images(args.paths, args.track, **options)
+        else:
+            pairs = predictor.stream_with_images(args.paths, **options)
         outputs = Outputs(args.save_dir, save=not args.no_save, json_name=args.json, jsonl=args.jsonl,
-                          codec=args.video_codec, verbose=args.verbose)
+                          codec=args.video_codec, verbose=args.verbose, trails=args.trails)
     except (YoloRuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,8 +50,11 @@ class Outputs:
     """The CLI's outputs for one run; :meth:`close` finishes them all (also after an interrupt)."""
 
     def __init__(self, save_dir: Path, *, save: bool, json_name: str | None, jsonl: str | None,
-                 codec: str, verbose: bool, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
+                 codec: str, verbose: bool, trails: int = 0, out: IO[str] | None = None,
+                 err: IO[str] | None = None) -> None:
         self.save_dir, self.save, self.json_name, self.codec, self.verbose = save_dir, save, json_name, codec, verbose
+        self.trails = trails  # how many recent centres of each track the annotated videos draw
+        self._paths: dict[str, dict[int, deque]] = {}  # per source: track id -> its recent box centres
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.records: list[dict] = []
         self.names_seen: set[str] = set()
@@ -114,7 +118,7 @@ class Outputs:
                 h, w = image.shape[:2]
                 target = self._unique(_file_stem(source), video_suffix(self.codec))
                 sink = self.videos[source] = VideoSink(target, frame.fps or 30.0, (w, h), self.codec)
-            sink.write(annotate(image, result))
+            sink.write(annotate(image, result, trails=self._trail(source, result)))
         name = Path(source).name if frame.kind == "video" else source
         if frame.frame_count and not self.verbose:
             bar = self._bars.get(source)
@@ -129,6 +133,16 @@ class Outputs:
             seen = self._seen[source] = self._seen.get(source, 0) + 1
             total = f" ({seen}/{frame.frame_count})" if frame.frame_count else ""
             print(format_line(result, f"{name} frame {frame.index}{total}"), file=self.out, flush=True)
+
+    def _trail(self, source: str, result: Result) -> dict[int, deque] | None:
+        """The recent centres of each track of ``source``, this frame's included (None: no trails asked for)."""
+        if not self.trails or result.track_ids is None:
+            return None
+        paths = self._paths.setdefault(source, {})
+        centres = (result.xyxy[:, :2] + result.xyxy[:, 2:]) / 2
+        for track_id, centre in zip(result.track_ids.tolist(), centres.tolist()):
+            paths.setdefault(track_id, deque(maxlen=self.trails)).append(tuple(centre))
+        return paths
 
     def _end_video(self) -> None:
         """Finish the video that was being read (files are read one after the other)."""

@@ -21,8 +21,10 @@ class Result:
     masks_rle: the native-form masks as COCO compressed RLE dicts, when asked for instead of
     bitmaps; keypoints (n, K, 2|3) float32 or None. Segment and pose results carry these arrays even
     when there are no detections ((0, H, W) masks, (0, K, 3) keypoints); None means the model has
-    none. ``names`` are all class names of the model. ``speed_ms`` holds this image's share of each
+    none. ``track_ids`` (n,) int64: each detection's track id, on Results of ``Predictor.track`` (None
+    elsewhere). ``names`` are all class names of the model. ``speed_ms`` holds this image's share of each
     stage. ``frame`` says where the image came from (source, frame index, timestamp), when known.
+    A Result is built whole and never changed; indexing and tracking make new ones.
     """
 
     xyxy: np.ndarray
@@ -37,6 +39,7 @@ class Result:
     path: str | None = None
     speed_ms: dict[str, float] = field(default_factory=dict)
     frame: FrameInfo | None = None
+    track_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -53,6 +56,8 @@ class Result:
             raise ValueError(f"masks_rle must hold {n} entries, got {len(self.masks_rle)}")
         if self.keypoints is not None:
             checks.append(("keypoints", self.keypoints, (n,) + self.keypoints.shape[1:]))
+        if self.track_ids is not None:
+            checks.append(("track_ids", self.track_ids, (n,)))
         for name, arr, expected in checks:
             if arr.shape != expected:
                 raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
@@ -78,6 +83,7 @@ class Result:
             masks=None if self.masks is None else self.masks[index],
             keypoints=None if self.keypoints is None else self.keypoints[index],
             masks_rle=None if self.masks_rle is None else _select(self.masks_rle, index),
+            track_ids=None if self.track_ids is None else self.track_ids[index],
         )
 
     @property

@@ -27,25 +27,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Tracker
-from .bytetrack import BoTSORT, ByteTrack
-from .config import TrackerConfig, tracker_config
-from .ocsort import OCSORT
-from .tracktrack import TrackTrack
-from .types import Detections, Tracks
+from runtime.track.base import Tracker
+from runtime.track.bytetrack import BoTSORT, ByteTrack
+from runtime.track.config import TrackerConfig, tracker_config
+from runtime.track.ocsort import OCSORT
+from runtime.track.results import SourceTrackers, tracked
+from runtime.track.tracktrack import TrackTrack
+from runtime.track.types import Detections, Tracks
 
 TRACKERS: dict[str, type[Tracker]] = {"bytetrack": ByteTrack, "botsort": BoTSORT, "tracktrack": TrackTrack,
                                       "ocsort": OCSORT}
 
 
-def make_tracker(name_or_yaml: str | Path | TrackerConfig = "tracktrack", **overrides) -> Tracker:
+DEFAULT_TRACKER = "bytetrack"  # Ultralytics' default is tracktrack, whose recovery of NMS-suppressed boxes is not here
+
+
+def _config(name_or_yaml: str | Path | TrackerConfig, overrides: dict) -> TrackerConfig:
+    config = tracker_config(name_or_yaml)
+    return config.replace(**overrides) if overrides else config
+
+
+def make_tracker(name_or_yaml: str | Path | TrackerConfig = DEFAULT_TRACKER, **overrides) -> Tracker:
     """A new tracker from a name, a tracker YAML path or a config; ``overrides`` change single keys
     (checked like the YAML's)."""
-    config = tracker_config(name_or_yaml)
-    if overrides:
-        config = config.replace(**overrides)
+    config = _config(name_or_yaml, overrides)
     return TRACKERS[config.tracker_type](config)
 
 
+def source_trackers(name_or_yaml: str | Path | TrackerConfig = DEFAULT_TRACKER, persist: bool = False,
+                    **overrides) -> SourceTrackers:
+    """Trackers for the sources of a stream of Results, one per video, image or live stream (see
+    :mod:`runtime.track.results`); the settings are checked here, before any frame is read."""
+    config = _config(name_or_yaml, overrides)
+    return SourceTrackers(lambda: TRACKERS[config.tracker_type](config), config["track_buffer"], persist)
+
+
 __all__ = ["Detections", "Tracks", "Tracker", "TrackerConfig", "TRACKERS", "tracker_config", "make_tracker",
+           "DEFAULT_TRACKER", "SourceTrackers", "source_trackers", "tracked",
            "ByteTrack", "BoTSORT", "TrackTrack", "OCSORT"]

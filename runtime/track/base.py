@@ -6,10 +6,10 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from .config import TrackerConfig
-from .kalman import BoxKalman
-from .matching import iou_cost
-from .types import Detections, Tracks
+from runtime.track.config import TrackerConfig
+from runtime.track.kalman import BoxKalman
+from runtime.track.matching import iou_cost
+from runtime.track.types import Detections, Tracks
 
 # Track states (the order matters to no one; the names follow ByteTrack).
 NEW, TRACKED, LOST, REMOVED = 0, 1, 2, 3
@@ -98,13 +98,15 @@ class Tracker(ABC):
         """Take this frame's detections (and the BGR frame, for camera-motion compensation); return the confirmed
         tracks."""
 
-    def reset(self) -> None:
-        """Forget every track and restart ids at 1 (a new video)."""
+    def reset(self, keep_ids: bool = False) -> None:
+        """Forget every track and restart ids at 1 (a new video); ``keep_ids`` goes on counting instead (a live
+        stream back from an outage its tracks could not span: its new tracks never reuse an old id)."""
         self.frame_id = 0
         self.tracked: list[Tracklet] = []
         self.lost: list[Tracklet] = []
         self.removed_ids: list[int] = []
-        self._last_id = 0
+        if not keep_ids:
+            self._last_id = 0
 
     # --- helpers for subclasses --------------------------------------------------------------------------------------
     def _next_id(self) -> int:

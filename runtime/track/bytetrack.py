@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LOST, REMOVED, TRACKED, Tracker, Tracklet
-from .camera_motion import CameraMotion
-from .config import TrackerConfig
-from .kalman import XYAH, XYWH
-from .matching import assign, fuse_scores, iou_cost
-from .types import Detections, Tracks
+from runtime.track.base import LOST, REMOVED, TRACKED, Tracker, Tracklet
+from runtime.track.camera_motion import CameraMotion
+from runtime.track.config import TrackerConfig
+from runtime.track.kalman import XYAH, XYWH
+from runtime.track.matching import assign, fuse_scores, iou_cost
+from runtime.track.types import Detections, Tracks
 
 SECOND_STAGE_LIMIT = 0.5
 UNCONFIRMED_LIMIT = 0.7
@@ -147,8 +147,8 @@ class BoTSORT(ByteTrack):
         self.camera = CameraMotion(config.settings["gmc_method"])
         super().__init__(config)
 
-    def reset(self) -> None:
-        super().reset()
+    def reset(self, keep_ids: bool = False) -> None:
+        super().reset(keep_ids)
         self.camera.reset()
 
     def _compensate(self, pool: list, unconfirmed: list, image, high_xyxy: np.ndarray) -> None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LOST, TRACKED, Tracklet
-from .bytetrack import ByteTrack
-from .config import TrackerConfig
-from .kalman import _TRANSITION, _TRANSITION_T
-from .matching import assign, fuse_scores, iou_cost
+from runtime.track.base import LOST, TRACKED, Tracklet
+from runtime.track.bytetrack import ByteTrack
+from runtime.track.config import TrackerConfig
+from runtime.track.kalman import _TRANSITION, _TRANSITION_T
+from runtime.track.matching import assign, fuse_scores, iou_cost
 
 
 def _centre(box: np.ndarray) -> np.ndarray:

@@ -22,12 +22,12 @@ from collections import deque
 
 import numpy as np
 
-from .base import LOST, NEW, REMOVED, TRACKED, Tracker, Tracklet
-from .camera_motion import CameraMotion
-from .config import TrackerConfig
-from .kalman import XYWH
-from .matching import greedy_assign, iou
-from .types import Detections, Tracks
+from runtime.track.base import LOST, NEW, REMOVED, TRACKED, Tracker, Tracklet
+from runtime.track.camera_motion import CameraMotion
+from runtime.track.config import TrackerConfig
+from runtime.track.kalman import XYWH
+from runtime.track.matching import greedy_assign, iou
+from runtime.track.types import Detections, Tracks
 
 SUPPORT_IOU = 0.10  # pairs overlapping less than this cost 1
 HISTORY_STEPS = 3   # corner motion is averaged over the last 3 frames
@@ -72,8 +72,8 @@ class TrackTrack(Tracker):
         self.camera = CameraMotion(c["gmc_method"])
         super().__init__(config)
 
-    def reset(self) -> None:
-        super().reset()
+    def reset(self, keep_ids: bool = False) -> None:
+        super().reset(keep_ids)
         self.camera.reset()
 
     def _box(self, track: Tracklet) -> np.ndarray:
