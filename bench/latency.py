@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", type=Path, default=None, metavar="ONNX",
                    help="also time this model of ours (e.g. the float model of a W8A8 --model) interleaved with "
                         "--model, and print baseline / model per stage")
+    p.add_argument("--track", nargs="?", const="bytetrack", default=None, metavar="TRACKER",
+                   help="with --video: also run each segment through Predictor.track (default bytetrack), "
+                        "interleaved, and print what tracking adds per frame")
     p.add_argument("--cold-start", action="store_true",
                    help="also time `python -m runtime.infer IMAGE --model M --no-save` as a whole process")
     p.add_argument("--cold-repeat", type=int, default=3, help="timed cold-start runs after one warm-up (default 3)")

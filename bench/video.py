@@ -37,6 +37,7 @@ from bench.predictors import make_predictor
 
 SCHEMA_VERSION = 1
 STAGES = ("read", "preprocess", "inference", "decode", "nms", "masks")
+TRACKED_STAGES = STAGES + ("track",)
 THEIR_STAGES = ("preprocess", "inference", "postprocess")
 SETTINGS = dict(conf=0.25, iou=0.7, max_det=300)  # Ultralytics' predict defaults, letterbox-resolution masks
 
@@ -46,16 +47,18 @@ def _shares(means: dict[str, float]) -> dict[str, float]:
     return {k: (v / total if total > 0 else 0.0) for k, v in means.items()}
 
 
-def _our_pass(predictor, source, **options) -> dict:
-    """One pass of ``predictor.stream(source)``: per-frame latency, stage times, wall time."""
-    latencies, stages = [], {k: [] for k in STAGES}
+def _our_pass(predictor, source, tracker: str | None = None, **options) -> dict:
+    """One pass of ``predictor.stream(source)`` (``predictor.track`` with ``tracker``): per-frame latency,
+    stage times, wall time."""
+    names = TRACKED_STAGES if tracker else STAGES
+    latencies, stages = [], {k: [] for k in names}
     frames = 0
     t0 = time.perf_counter()
-    stream = predictor.stream(source, **options)
+    stream = predictor.track(source, tracker, **options) if tracker else predictor.stream(source, **options)
     with stream:
         for result in stream:
             latencies.append((time.perf_counter() - result.frame.read_start) * 1e3)
-            for k in STAGES:
+            for k in names:
                 stages[k].append(float(result.speed_ms.get(k, 0.0)))
             frames += 1
     wall = time.perf_counter() - t0
@@ -210,16 +213,20 @@ def run_video(args) -> int:
             for _ in range(max(args.warmup, 1)):
                 yolo.predict(first, **kw)
         segments = split_video(video, args.segment_frames, work) if yolo is not None else [video]
-        ours_passes, theirs_passes = [], []
-        # segment by segment, alternating which side goes first, so drifting load hits both alike
+        if args.track is not None and yolo is None:
+            segments = split_video(video, args.segment_frames, work)
+        ours_passes, theirs_passes, tracked_passes = [], [], []
+        sides = ["ours"] + (["theirs"] if yolo is not None else []) + (["tracked"] if args.track else [])
+        # segment by segment, rotating which side goes first, so drifting load hits all alike
         for r in range(max(args.repeat, 1)):
             for i, segment in enumerate(segments):
-                order = ("ours", "theirs") if (r + i) % 2 == 0 else ("theirs", "ours")
-                for side in order:
+                for side in sides[(r + i) % len(sides):] + sides[:(r + i) % len(sides)]:
                     if side == "ours":
                         ours_passes.append(_our_pass(predictor, str(segment)))
-                    elif yolo is not None:
+                    elif side == "theirs":
                         theirs_passes.append(_their_pass(yolo, segment, kw))
+                    else:  # the same segment through the same predictor, tracked
+                        tracked_passes.append(_our_pass(predictor, str(segment), args.track))
         live = None
         if args.live_fps is not None:
             replay = StreamInput(str(video), f"{video.name} replayed at {args.live_fps:g} fps", args.live_fps)
@@ -261,6 +268,19 @@ def run_video(args) -> int:
         print(f"  ours / theirs frames/s = {speedup:.2f} (target >= 1.2); per segment of {args.segment_frames} frames, "
               f"timed back to back: p50 {seg['p50']:.2f} (min {seg['min']:.2f}, max {seg['max']:.2f}) over "
               f"{seg['count']} segments")
+    tracked = None
+    if tracked_passes:
+        tracked = _merge(tracked_passes, TRACKED_STAGES)
+        tracked["tracker"] = args.track
+        pairs = [ratio(t["wall_s"] / t["frames"], o["wall_s"] / o["frames"])
+                 for o, t in zip(ours_passes, tracked_passes) if o["frames"] and t["frames"]]
+        tracked["ratio_frame_time_tracked_over_untracked_per_segment"] = summarize([p for p in pairs if p is not None])
+        added = tracked["ratio_frame_time_tracked_over_untracked_per_segment"]["p50"] - 1
+        targets["track_added_frame_time"] = {"value": added, "target_max": 0.02}
+        print()
+        _print_side(f"ours, tracked ({args.track})", tracked, TRACKED_STAGES)
+        print(f"  tracked / untracked time per frame, per segment back to back: p50 {1 + added:.3f} (tracking adds "
+              f"{100 * added:+.1f}%, target <= 2%); tracker p50 {tracked['stages_ms']['track']['p50']:.2f} ms per frame")
     live_block = None
     if live is not None:
         live_block = _merge([live], STAGES)
@@ -295,6 +315,7 @@ def run_video(args) -> int:
         "runtime": runtime_facts(),
         "ours": ours,
         "ultralytics": theirs,
+        "tracked": tracked,
         "live": live_block,
         "targets": targets,
     }
