@@ -227,7 +227,7 @@ def runtime_facts() -> dict:
     except ImportError:
         return facts
     try:
-        from runtime import _decode_aot  # noqa: F401
+        from runtime.kernels import _decode_aot  # noqa: F401
 
         facts["decode_backend"] = "aot"
     except ImportError:

@@ -28,7 +28,8 @@ if __package__ in (None, ""):
 
 from tools.quant_model import ModelInfo, conv_groups  # noqa: E402
 from tools.quant_report import load_inputs, output_consistency, run_outputs  # noqa: E402
-from tools.recipe import Calibrated, Recipe, add_recipe_arguments, calibrate_model, excluded_nodes  # noqa: E402
+from tools.recipe import (Calibrated, Recipe, add_recipe_arguments, calibrate_model, excluded_nodes,  # noqa: E402
+                          recipe_from_args)
 
 __all__ = ["Group", "SensitivityResult", "run_sensitivity", "main"]
 
