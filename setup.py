@@ -1,12 +1,11 @@
-"""Build the kernels in ext/ as private modules of the runtime package.
+"""Build the kernels in ext/ as private modules of the runtime package (Cython): runtime._decode,
+runtime._nms, runtime._masks, runtime._preprocess, runtime._anchors, runtime._prefetch.
 
-Cython: runtime._nms, runtime._masks, runtime._preprocess, runtime._anchors, runtime._prefetch. Numba, ahead of
-time: runtime._decode_aot (from runtime/_decode_kernels.py; see ext/decode_aot.py).
+Built for the baseline ISA of the target (x86-64: SSE2), so a build runs on any CPU of its platform;
+the vector loops that gain from AVX2 carry an AVX2 clone picked at load time (ext/isa_clones.h).
 """
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
@@ -21,13 +20,18 @@ COMPILER_DIRECTIVES = {
 }
 
 # runtime._masks runs detections in parallel with OpenMP (GCC / Linux; elsewhere it builds serial).
-# runtime._masks and runtime._nms never contract a * b + c into an FMA, so their float32 results
+# runtime._decode, runtime._masks and runtime._nms never contract a * b + c into an FMA, so their float32 results
 # stay those of separate multiply and add (numpy's, torch's) even when CFLAGS add -march=... .
 OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 NO_FMA = [] if sys.platform == "win32" else ["-ffp-contract=off"]
+# runtime._decode's DFL clamps with a compare: no trapping math lets that vectorise (FP exceptions are masked
+# anyway, results do not change).
+NO_TRAPS = [] if sys.platform == "win32" else ["-fno-trapping-math"]
 HEADERS = ["ext/stream_store.h", "ext/isa_clones.h"]  # shared by the kernels that include ext/
 
 EXTENSIONS = [
+    Extension("runtime._decode", ["ext/decode.pyx"], include_dirs=[np.get_include(), "ext"], depends=HEADERS,
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")], extra_compile_args=["-O3", *NO_FMA, *NO_TRAPS]),
     Extension("runtime._nms", ["ext/nms.pyx"], include_dirs=[np.get_include()],
               extra_compile_args=["-O3", *NO_FMA]),
     Extension("runtime._masks", ["ext/masks.pyx"], include_dirs=[np.get_include(), "ext"], depends=HEADERS,
@@ -40,12 +44,4 @@ EXTENSIONS = [
 ]
 
 
-def decode_aot_extension():
-    root = Path(__file__).resolve().parent
-    spec = importlib.util.spec_from_file_location("decode_aot", root / "ext" / "decode_aot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.decode_aot_extension(root)
-
-
-setup(ext_modules=cythonize(EXTENSIONS, compiler_directives=COMPILER_DIRECTIVES) + [decode_aot_extension()])
+setup(ext_modules=cythonize(EXTENSIONS, compiler_directives=COMPILER_DIRECTIVES))
