@@ -1,12 +1,11 @@
-"""Build the kernels in ext/ as private modules of the runtime package.
+"""Build the kernels in ext/ as private modules of runtime.kernels (Cython): _decode, _nms, _masks, _preprocess
+and _anchors.
 
-Cython: _nms, _masks, _preprocess and _anchors of runtime.kernels. Numba, ahead of time:
-runtime.kernels._decode_aot (from runtime/kernels/_decode_kernels.py; see ext/decode_aot.py).
+Built for the baseline ISA of the target (x86-64: SSE2), so a build runs on any CPU of its platform;
+the vector loops that gain from wider units carry AVX2 (and AVX-512) clones picked at load time (ext/isa_clones.h).
 """
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
@@ -21,13 +20,18 @@ COMPILER_DIRECTIVES = {
 }
 
 # _masks runs detections in parallel with OpenMP (GCC / Linux; elsewhere it builds serial).
-# _masks and _nms never contract a * b + c into an FMA, so their float32 results
+# _decode, _masks and _nms never contract a * b + c into an FMA, so their float32 results
 # stay those of separate multiply and add (numpy's, torch's) even when CFLAGS add -march=... .
 OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 NO_FMA = [] if sys.platform == "win32" else ["-ffp-contract=off"]
+# runtime._decode's DFL clamps with a compare: no trapping math lets that vectorise (FP exceptions are masked
+# anyway, results do not change).
+NO_TRAPS = [] if sys.platform == "win32" else ["-fno-trapping-math"]
 HEADERS = ["ext/stream_store.h", "ext/isa_clones.h"]  # shared by the kernels that include ext/
 
 EXTENSIONS = [
+    Extension("runtime.kernels._decode", ["ext/decode.pyx"], include_dirs=[np.get_include(), "ext"], depends=HEADERS,
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")], extra_compile_args=["-O3", *NO_FMA, *NO_TRAPS]),
     Extension("runtime.kernels._nms", ["ext/nms.pyx"], include_dirs=[np.get_include()],
               extra_compile_args=["-O3", *NO_FMA]),
     Extension("runtime.kernels._masks", ["ext/masks.pyx"], include_dirs=[np.get_include(), "ext"], depends=HEADERS,
@@ -38,12 +42,4 @@ EXTENSIONS = [
 ]
 
 
-def decode_aot_extension():
-    root = Path(__file__).resolve().parent
-    spec = importlib.util.spec_from_file_location("decode_aot", root / "ext" / "decode_aot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.decode_aot_extension(root)
-
-
-setup(ext_modules=cythonize(EXTENSIONS, compiler_directives=COMPILER_DIRECTIVES) + [decode_aot_extension()])
+setup(ext_modules=cythonize(EXTENSIONS, compiler_directives=COMPILER_DIRECTIVES))

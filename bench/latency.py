@@ -495,7 +495,7 @@ def _run_child(args: list[str], env: dict, cwd: Path) -> tuple[float, float, int
 def run_cold_start(model: Path, image: Path, repeat: int, threads: int | None,
                    engine: EngineChoice = EngineChoice(DEFAULT_ENGINE), device: str | None = None) -> dict:
     """Wall time and peak RSS of the CLI as a child process, after one untimed run (which fills the OS
-    file cache, Numba's cache on a numba-jit tree, and OpenVINO's compiled-model cache)."""
+    file cache and OpenVINO's compiled-model cache)."""
     args = [str(image), "--model", str(model), "--no-save"]
     if threads is not None:
         args += ["--threads", str(threads)]
@@ -506,7 +506,7 @@ def run_cold_start(model: Path, image: Path, repeat: int, threads: int | None,
     cmd = [sys.executable, "-m", "runtime.infer"] + args
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    warm_wall, warm_rss, rc, tail = _run_child(args, env, REPO_ROOT)  # fills the OS / Numba / OpenVINO caches
+    warm_wall, warm_rss, rc, tail = _run_child(args, env, REPO_ROOT)  # fills the OS and OpenVINO caches
     if rc != 0:
         raise SystemExit(f"error: cold-start command failed (rc {rc}): {' '.join(cmd)}\n{tail}")
     walls, rsses = [], []
@@ -574,8 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     engine_runs, baseline_runs = all_runs[:len(engines)], all_runs[len(engines):]
     runs = engine_runs[0]
-    rt = runtime_facts()  # after our runs, before Ultralytics: did our decode pull in Numba?
-    print(f"runtime {rt['version']}: decode kernels {rt['decode_backend']}, numba imported: {rt['numba_imported']}")
+    rt = runtime_facts()
+    print(f"runtime {rt['version']}: decode kernels {rt['decode_backend']}")
     first = runs[0]
     print(f"\nmodel {args.model} ({spec_probe.task}, input {spec_probe.input_hw or 'dynamic H/W'}, batch "
           f"{spec_probe.batch or 'dynamic'}), mode {args.mode} (conf {settings['conf']}, iou {settings['iou']}, "

@@ -84,7 +84,6 @@ def machine_facts() -> dict:
     facts["onnxruntime_isa"] = [f for f in ORT_ISA_FLAGS if f in flags]
     facts.update(openvino_facts())
     facts["numpy"] = np.__version__
-    facts["numba"] = _version("numba")
     facts["opencv"] = _version("opencv-python-headless") or _version("opencv-python")
     facts["pycocotools"] = _version("pycocotools")
     return facts
@@ -119,7 +118,7 @@ def format_machine(facts: dict) -> str:
     line1 = (f"machine: {facts.get('cpu_model')} | {facts.get('usable_cores')} usable / {facts.get('logical_cores')} "
              f"logical cores | load {facts.get('load_avg_1m')} | {flags}")
     line2 = (f"software: python {facts.get('python')}, onnxruntime {facts.get('onnxruntime')} "
-             f"{facts.get('onnxruntime_providers')}, numpy {facts.get('numpy')}, numba {facts.get('numba')}, "
+             f"{facts.get('onnxruntime_providers')}, numpy {facts.get('numpy')}, "
              f"opencv {facts.get('opencv')}")
     ort_isa = " ".join(facts.get("onnxruntime_isa") or []) or "-"
     line3 = f"engines: onnxruntime {facts.get('onnxruntime')} uses {ort_isa}"
@@ -213,13 +212,9 @@ def _cell(v: object) -> str:
 
 
 def runtime_facts() -> dict:
-    """How this tree's runtime is built: its version and which decode kernels it runs.
-
-    ``decode_backend`` is "aot" when the ahead-of-time build ``runtime.kernels._decode_aot`` imports (no
-    Numba or LLVM in the process), else "numba-jit" (Numba's JIT with its on-disk cache: a cold
-    process then pays Numba's import and cache load on its first decode).
-    """
-    facts: dict = {"version": None, "decode_backend": None, "numba_imported": "numba" in sys.modules}
+    """How this tree's runtime is built: its version and its decode kernels ("cython": ``runtime.kernels._decode``,
+    whose vector loops run the AVX-512, AVX2 or baseline clone the CPU supports; None: not built)."""
+    facts: dict = {"version": None, "decode_backend": None}
     try:
         import runtime
 
@@ -227,11 +222,11 @@ def runtime_facts() -> dict:
     except ImportError:
         return facts
     try:
-        from runtime.kernels import _decode_aot  # noqa: F401
+        from runtime.kernels import _decode  # noqa: F401
 
-        facts["decode_backend"] = "aot"
+        facts["decode_backend"] = "cython"
     except ImportError:
-        facts["decode_backend"] = "numba-jit"
+        pass
     return facts
 
 

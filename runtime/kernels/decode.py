@@ -33,15 +33,10 @@ float64 and rounded once to float32; Ultralytics goes through centre/size in flo
 Speed: the class maps are scanned once in logit space (row-streaming running max per anchor) against
 ``logit(conf)`` lowered by a tiny margin, so only prefiltered anchors pay for a sigmoid (then the exact
 float32 test), and only kept candidates pay for the DFL softmax (after the cap, once per anchor). One
-Numba call per image does the whole decode, cap included (an O(n) radix select, no sort). The kernels
-live in :mod:`runtime.kernels._decode_kernels`. The install compiles them ahead of time into
-:mod:`runtime.kernels._decode_aot` (3- and 4-level heads and the standard layout), which imports without Numba;
-otherwise they run under Numba's JIT, imported lazily, with machine code cached on
-disk in ``runtime/kernels/__pycache__``
-(``_decode_kernels.<kernel>-<line>.py3XX.nbi`` index + ``.nbc`` code), or under ``NUMBA_CACHE_DIR`` when
-set, or numba's per-user cache directory when ``__pycache__`` is not writable; only the first process
-(per machine and per edit of the kernel file) compiles, which takes a few seconds. Both builds release
-the GIL while a kernel runs.
+compiled call per image does the whole decode, cap included (an O(n) radix select, no sort), without
+the GIL. The kernels are Cython (ext/decode.pyx, :mod:`runtime.kernels._decode`), built for the baseline ISA
+with AVX2 / AVX-512 clones of the vector loops picked at load time, so one build runs on any x86-64
+CPU, fastest where the wide units exist, with the same results everywhere.
 
 NaN logits/scores are not supported (a NaN never becomes a candidate, but it may hide the anchor's
 other classes when it sits in class 0).
@@ -49,7 +44,6 @@ other classes when it sits in class 0).
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -58,6 +52,7 @@ from typing import Sequence
 import numpy as np
 
 from runtime.errors import InputError
+from runtime.kernels._decode import decode_standard_image, decode_truncated_image
 
 __all__ = ["Candidates", "TruncatedDecoder", "decode_truncated", "decode_standard", "gather_anchor_rows"]
 
@@ -155,40 +150,6 @@ def _wrap(out) -> Candidates:
     return Candidates(boxes, scores, class_ids, anchor_ids)
 
 
-# ------------------------------------------------------------------------------------------------ kernels
-
-
-@functools.lru_cache(maxsize=None)
-def truncated_kernel(levels: int):
-    """decode_truncated_image compiled for ``levels`` pyramid levels.
-
-    The ahead-of-time build (runtime.kernels._decode_aot, made from the same Numba source at install) imports
-    without Numba or LLVM, so a cold process stays fast and small; other level counts, or a tree
-    without the build, use Numba's JIT with its on-disk cache. Numba is imported only then.
-    """
-    try:
-        from runtime.kernels import _decode_aot
-
-        return getattr(_decode_aot, f"decode_truncated_image_{levels}")
-    except (ImportError, AttributeError):
-        from runtime.kernels import _decode_kernels
-
-        return _decode_kernels.decode_truncated_image
-
-
-@functools.lru_cache(maxsize=None)
-def standard_kernel():
-    """decode_standard_image: ahead-of-time build when present, else Numba's JIT."""
-    try:
-        from runtime.kernels import _decode_aot
-
-        return _decode_aot.decode_standard_image
-    except ImportError:
-        from runtime.kernels import _decode_kernels
-
-        return _decode_kernels.decode_standard_image
-
-
 # ------------------------------------------------------------------------------------------------ API
 
 
@@ -257,7 +218,7 @@ class TruncatedDecoder:
         if total >= 2**31:
             raise InputError(f"expected fewer than 2**31 anchors in all, got {total}")
         allowed = _allowed_mask(classes, nc)
-        bins = np.arange(reg_max, dtype=np.float64) if dfl_bins is None else np.asarray(dfl_bins, np.float64)
+        bins = np.arange(reg_max, dtype=np.float64) if dfl_bins is None else np.ascontiguousarray(dfl_bins, np.float64)
         if bins.shape != (reg_max,):
             raise InputError(f"dfl_bins must hold reg_max={reg_max} values, got shape {bins.shape}")
         c64 = float(conf)
@@ -268,9 +229,8 @@ class TruncatedDecoder:
         self.level_ends = level_ends  # cumulative anchors per level: global anchor id -> level
         self._maps = tuple((b, c, (b[0], b[1] * b[2]), (c[0], c[1] * c[2])) for b, c in zip(box_shapes, cls_shapes))
         self._empty = not allowed.any() or total == 0
-        self._kernel = truncated_kernel(nl)
         self._args = (np.asarray([c[2] for c in cls_shapes], np.int64), np.asarray(strides, np.float64), bins, t,
-                      conf, allowed, bool(multi_label), cap)
+                      conf, allowed.view(np.uint8), bool(multi_label), cap)
 
     def __call__(self, box_levels: Sequence[np.ndarray], cls_levels: Sequence[np.ndarray]) -> Candidates:
         """Candidates of one image (maps as described in the class docstring), in anchor order."""
@@ -287,7 +247,7 @@ class TruncatedDecoder:
             cls2d.append(c.reshape(c2d))
         if self._empty:
             return Candidates.empty()
-        return _wrap(self._kernel(tuple(boxes2d), tuple(cls2d), *self._args))
+        return _wrap(decode_truncated_image(tuple(boxes2d), tuple(cls2d), *self._args))
 
     def decode_row(self, box_batches: Sequence[np.ndarray], cls_batches: Sequence[np.ndarray], row: int) -> Candidates:
         """Candidates of image ``row`` of a session's batched float32 outputs, per level (B, C, H, W).
@@ -300,7 +260,7 @@ class TruncatedDecoder:
             return Candidates.empty()
         boxes2d = tuple(b[row].reshape(m[2]) for b, m in zip(box_batches, self._maps))
         cls2d = tuple(c[row].reshape(m[3]) for c, m in zip(cls_batches, self._maps))
-        return _wrap(self._kernel(boxes2d, cls2d, *self._args))
+        return _wrap(decode_truncated_image(boxes2d, cls2d, *self._args))
 
 
 def decode_truncated(
@@ -363,7 +323,7 @@ def decode_standard(
     if not allowed.any() or p.shape[1] == 0:
         return Candidates.empty()
 
-    return _wrap(standard_kernel()(p, nc, conf, allowed, bool(multi_label), cap))
+    return _wrap(decode_standard_image(p, nc, conf, allowed.view(np.uint8), bool(multi_label), cap))
 
 
 def gather_anchor_rows(levels, anchor_ids: np.ndarray) -> np.ndarray:
