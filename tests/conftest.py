@@ -1,9 +1,21 @@
-"""Shared fixtures: the shared-data folder, random-init YOLOv8 checkpoints and their truncated-head ONNX exports.
+"""Shared fixtures: tiny ONNX models and pictures (numpy, onnx and OpenCV only), the shared-data folder, random-init
+YOLOv8 checkpoints and their truncated-head ONNX exports (torch and ultralytics).
 
-Nothing here downloads anything: random models are built from the yaml files packaged with Ultralytics, and the real
-COCO checkpoints are read from the shared folder (``$YOLO_SHARED_DIR``, default ``<repo>/../shared``).
+Nothing here downloads anything: tiny models are written with ``onnx.helper`` (tests/tiny_models.py), pictures are
+drawn (tests/scenes.py), random models are built from the yaml files packaged with Ultralytics, and the real COCO
+checkpoints are read from the shared folder (``$YOLO_SHARED_DIR``, default ``<repo>/../shared``).
+
+Tests of the runtime's behaviour use the tiny models, so they run where the runtime is deployed (no torch); only
+export, truncation, quantization and parity-with-Ultralytics tests use the random-init or shared checkpoints, and
+those skip, saying so, without torch and ultralytics.
 
 Fixtures (all session-scoped except where noted):
+
+* ``tiny_onnx(task, **kwargs)`` -> Path of ``tiny_models.tiny_truncated_model`` (cached per arguments).
+* ``tiny_detect_onnx`` (80 classes), ``tiny_seg_onnx`` (80 classes, 32 masks), ``tiny_pose_onnx`` ("person",
+  17 keypoints) -> truncated-head models at ``TINY_IMGSZ`` (64x64, dynamic batch, uint8 input).
+* ``tiny_stock_onnx`` -> a stock-layout detect model (``output0``), float input.
+* ``pictures`` -> paths of the synthetic photos ``scenes.PICTURES`` (portrait.jpg 810x1080, wide.jpg 1280x720).
 
 * ``shared_dir`` -> Path of the shared folder; skips when it does not exist.
 * ``shared_file(rel)`` -> Path of ``shared_dir / rel``; skips when that file does not exist.
@@ -25,6 +37,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny_models import tiny_stock_model, tiny_truncated_model
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RANDOM_IMGSZ = 320  # random models are exported at this size: keep the suite light on small machines
 OUTPUT_ATOL, OUTPUT_RTOL = 1e-4, 1e-5  # head outputs agree when |got - want| <= 1e-4 + 1e-5 * |want|
@@ -45,6 +59,9 @@ def assert_outputs_close(got: dict, want: dict, atol: float = OUTPUT_ATOL, rtol:
                                 f"{atol:.0e} + {rtol:.0e} * |value|")
         worst = max(worst, float(diff.max()))
     return worst
+
+
+NEEDS_TORCH = "needs torch and ultralytics (random-init Ultralytics models, export), not installed"
 RANDOM_NC7_NAMES = ["person", "bicycle", "car", "traffic light", "dog", "cat", "stop sign"]
 
 
@@ -52,6 +69,49 @@ def shared_dir_path() -> Path:
     """The shared-data folder: $YOLO_SHARED_DIR, or <repo root>/../shared. May not exist."""
     env = os.environ.get("YOLO_SHARED_DIR")
     return Path(env).expanduser() if env else REPO_ROOT.parent / "shared"
+
+
+# ------------------------------------------------------------------------------------------- tiny models, pictures
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory):
+    """Factory: tiny_onnx(task, **tiny_truncated_model_kwargs) -> Path of a tiny truncated-head model (cached)."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    cache: dict[tuple, Path] = {}
+
+    def make(task: str = "detect", **kwargs) -> Path:
+        key = (task, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        if key not in cache:
+            cache[key] = tiny_truncated_model(root / f"tiny-{task}-{len(cache)}.onnx", task, **kwargs)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_detect_onnx(tiny_onnx) -> Path:
+    return tiny_onnx("detect")
+
+
+@pytest.fixture(scope="session")
+def tiny_seg_onnx(tiny_onnx) -> Path:
+    return tiny_onnx("segment")
+
+
+@pytest.fixture(scope="session")
+def tiny_pose_onnx(tiny_onnx) -> Path:
+    return tiny_onnx("pose")
+
+
+@pytest.fixture(scope="session")
+def tiny_stock_onnx(tmp_path_factory) -> Path:
+    return tiny_stock_model(tmp_path_factory.mktemp("tiny_models") / "tiny-stock-detect.onnx")
+
+
+@pytest.fixture(scope="session")
+def pictures(tmp_path_factory) -> list[Path]:
+    from scenes import write_pictures
+
+    return write_pictures(tmp_path_factory.mktemp("pictures"))
 
 
 # ------------------------------------------------------------------------------------------------------ shared data
@@ -167,8 +227,8 @@ def _save_checkpoint(model, task: str, path: Path) -> None:
 @pytest.fixture(scope="session")
 def random_pt(tmp_path_factory):
     """Factory: random_pt(cfg, nc=None, names=None, seed=0) -> Path of a saved random-init checkpoint."""
-    pytest.importorskip("torch")
-    pytest.importorskip("ultralytics")
+    pytest.importorskip("torch", reason=NEEDS_TORCH)
+    pytest.importorskip("ultralytics", reason=NEEDS_TORCH)
     import torch
     from ultralytics import YOLO
 
@@ -219,8 +279,8 @@ def random_detect_nc7_pt(random_pt) -> Path:
 @pytest.fixture(scope="session")
 def export_onnx(tmp_path_factory):
     """Factory: export_onnx(pt, **export_truncated_kwargs) -> Path of the exported .onnx (cached per arguments)."""
-    pytest.importorskip("torch")
-    pytest.importorskip("ultralytics")
+    pytest.importorskip("torch", reason=NEEDS_TORCH)
+    pytest.importorskip("ultralytics", reason=NEEDS_TORCH)
     pytest.importorskip("onnx")
     from tools.export import export_truncated
 

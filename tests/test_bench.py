@@ -237,7 +237,7 @@ def test_kernels_skips_oversized_bitmaps(tmp_path):
 
 
 def test_latency_video_mode_beside_ultralytics_and_live(tmp_path, random_seg_onnx, random_seg_pt):
-    from test_video import clip_frames, write_video
+    from scenes import clip_frames, write_video
 
     clip = write_video(tmp_path / "clip.mp4", clip_frames(8))
     out = tmp_path / "video.json"

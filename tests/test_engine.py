@@ -1,9 +1,12 @@
 """Inference engines: selection, errors, what they report, and OpenVINO's Results against onnxruntime's.
 
-Parity between engines uses the criteria of the Ultralytics parity tests (tests/test_parity.py):
+Parity between engines uses the criteria of the Ultralytics parity tests (tests/matching.py):
 >= 99% of onnxruntime's detections matched by OpenVINO's (same class, box IoU >= 0.99, |score
 difference| <= 0.002), mask IoU >= 0.97, and keypoints within 0.5 px. OpenVINO runs at
 ``precision="f32"`` for them; its default (bf16 on CPUs that have it) is judged by COCO mAP instead.
+
+Selection, errors and the engine interface run on the tiny models (no torch needed); engine parity runs on the
+tiny models and, for the numerics of a real network, on random-init Ultralytics models (needs torch).
 """
 
 from __future__ import annotations
@@ -16,14 +19,12 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import RANDOM_IMGSZ, needs_export
+from matching import Detections, Tally, assert_parity, compare_one, match
 from runtime import EngineNotInstalledError, InputError, ModelError, Predictor, YoloRuntimeError
 from runtime.engines import ENGINES, TensorInfo, engine_class, open_engine
-
-pytest.importorskip("ultralytics")
-
-from conftest import RANDOM_IMGSZ  # noqa: E402
-from test_parity import Detections, Tally, asset_images, assert_parity, compare_one, match  # noqa: E402
-from test_predictor import _same  # noqa: E402
+from test_predictor import _same
+from tiny_models import TINY_IMGSZ
 
 KEYPOINT_PX = 0.5
 
@@ -40,7 +41,16 @@ def openvino():
 
 
 @pytest.fixture(scope="module")
-def images() -> list[np.ndarray]:
+def images(pictures) -> list[np.ndarray]:
+    portrait, wide = (cv2.imread(str(p)) for p in pictures)
+    return [portrait, wide, cv2.resize(portrait, (333, 517))]
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    """Ultralytics' two photos (and one resized): the scenes the random-init models' thresholds were set on."""
+    from test_parity import asset_images
+
     bus, zidane = (cv2.imread(str(p)) for p in asset_images())
     return [bus, zidane, cv2.resize(bus, (333, 517))]
 
@@ -80,40 +90,40 @@ def test_registry_names_both_engines():
     assert engine_class("onnxruntime").name == "onnxruntime"
 
 
-def test_default_engine_is_onnxruntime(random_detect_onnx):
-    predictor = Predictor(random_detect_onnx)
+def test_default_engine_is_onnxruntime(tiny_detect_onnx):
+    predictor = Predictor(tiny_detect_onnx)
     assert predictor.engine.name == "onnxruntime"
     assert predictor.engine.settings["precision"] == "f32"
 
 
-def test_openvino_is_chosen_with_one_argument(openvino, random_detect_onnx):
-    predictor = Predictor(random_detect_onnx, engine="openvino", precision="f32", device="CPU", threads=1)
+def test_openvino_is_chosen_with_one_argument(openvino, tiny_detect_onnx):
+    predictor = Predictor(tiny_detect_onnx, engine="openvino", precision="f32", device="CPU", threads=1)
     settings = predictor.engine.settings
     assert predictor.engine.name == "openvino" and settings["version"] in openvino.__version__
     assert settings["device"] == "CPU" and settings["precision"] == "f32" and settings["threads"] == 1
 
 
-def test_unknown_engine_lists_the_valid_ones(random_detect_onnx):
+def test_unknown_engine_lists_the_valid_ones(tiny_detect_onnx):
     with pytest.raises(InputError, match=r"unknown engine 'tensorrt'; choose one of: onnxruntime, openvino"):
-        Predictor(random_detect_onnx, engine="tensorrt")
+        Predictor(tiny_detect_onnx, engine="tensorrt")
 
 
-def test_missing_engine_says_how_to_install(random_detect_onnx, monkeypatch):
+def test_missing_engine_says_how_to_install(tiny_detect_onnx, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails as if absent
     monkeypatch.delitem(sys.modules, "runtime.engines.openvino", raising=False)
     with pytest.raises(EngineNotInstalledError, match=r'pip install "yolo-edge-runtime\[openvino\]"') as info:
-        Predictor(random_detect_onnx, engine="openvino")
+        Predictor(tiny_detect_onnx, engine="openvino")
     assert isinstance(info.value, YoloRuntimeError) and isinstance(info.value, ImportError)
     assert "the openvino engine needs the openvino package" in str(info.value)
 
 
-def test_cli_reports_a_missing_engine(random_detect_onnx, monkeypatch, capsys):
+def test_cli_reports_a_missing_engine(tiny_detect_onnx, pictures, monkeypatch, capsys):
     from runtime.cli.infer import main
 
     monkeypatch.setitem(sys.modules, "openvino", None)
     monkeypatch.delitem(sys.modules, "runtime.engines.openvino", raising=False)
-    image = str(asset_images()[0])
-    assert main([image, "--model", str(random_detect_onnx), "--engine", "openvino", "--no-save"]) == 2
+    image = str(pictures[0])
+    assert main([image, "--model", str(tiny_detect_onnx), "--engine", "openvino", "--no-save"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the openvino engine needs") and "Traceback" not in err
 
@@ -135,11 +145,11 @@ def test_import_runtime_loads_no_engine():
     ("openvino", {"device": "NPU"}, r"OpenVINO device 'NPU' is not available here \(available: .*CPU"),
     ("openvino", {"threads": 0}, r"threads must be >= 1"),
 ], ids=["ort_bf16", "ort_device", "bad_precision", "ov_providers", "ov_missing_device", "ov_threads"])
-def test_options_an_engine_cannot_honour(random_detect_onnx, engine, kwargs, pattern):
+def test_options_an_engine_cannot_honour(tiny_detect_onnx, engine, kwargs, pattern):
     if engine == "openvino":
         pytest.importorskip("openvino")
     with pytest.raises(InputError, match=pattern):
-        Predictor(random_detect_onnx, engine=engine, **kwargs)
+        Predictor(tiny_detect_onnx, engine=engine, **kwargs)
 
 
 @pytest.mark.parametrize("engine", list(ENGINES))
@@ -155,10 +165,10 @@ def test_bad_files_name_the_file(engine, tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_openvino_refuses_a_batch_of_the_wrong_dtype(openvino, random_detect_onnx):
-    engine = open_engine(random_detect_onnx, "openvino", precision="f32")
+def test_openvino_refuses_a_batch_of_the_wrong_dtype(openvino, tiny_detect_onnx):
+    engine = open_engine(tiny_detect_onnx, "openvino", precision="f32")
     with pytest.raises(InputError, match=r"input is tensor\(uint8\), got a float32 batch"):
-        engine.run(np.zeros((1, 3, RANDOM_IMGSZ, RANDOM_IMGSZ), np.float32))
+        engine.run(np.zeros((1, 3, TINY_IMGSZ, TINY_IMGSZ), np.float32))
 
 
 # ---------------------------------------------------------------------------------------------- interface
@@ -166,7 +176,7 @@ def _dims(info: TensorInfo) -> tuple:
     return tuple(d if isinstance(d, int) else None for d in info.shape)
 
 
-@pytest.mark.parametrize("model", ["random_seg_onnx", "random_pose_onnx"])
+@pytest.mark.parametrize("model", ["tiny_seg_onnx", "tiny_pose_onnx"])
 def test_engines_report_the_same_model(openvino, model, request):
     path = request.getfixturevalue(model)
     ort_engine, ov_engine = open_engine(path, "onnxruntime"), open_engine(path, "openvino")
@@ -179,10 +189,10 @@ def test_engines_report_the_same_model(openvino, model, request):
     assert spec_ov == spec_ort
 
 
-def test_openvino_outputs_stay_valid_while_held(openvino, random_seg_onnx):
-    engine = open_engine(random_seg_onnx, "openvino", precision="f32")
+def test_openvino_outputs_stay_valid_while_held(openvino, tiny_seg_onnx):
+    engine = open_engine(tiny_seg_onnx, "openvino", precision="f32")
     rng = np.random.default_rng(0)
-    a, b = (rng.integers(0, 256, (1, 3, RANDOM_IMGSZ, RANDOM_IMGSZ), dtype=np.uint8) for _ in range(2))
+    a, b = (rng.integers(0, 256, (1, 3, TINY_IMGSZ, TINY_IMGSZ), dtype=np.uint8) for _ in range(2))
     first = engine.run(a)
     kept = {k: v.copy() for k, v in first.items()}
     second = engine.run(b)  # the first request is still lent out: a second one runs this
@@ -202,18 +212,46 @@ def test_openvino_outputs_stay_valid_while_held(openvino, random_seg_onnx):
         np.testing.assert_array_equal(value, kept[name])
 
 
-def test_openvino_compiles_into_the_cache_folder(openvino, random_detect_onnx, tmp_path, monkeypatch):
-    engine = open_engine(random_detect_onnx, "openvino", cache_dir=tmp_path / "blobs")
+def test_openvino_compiles_into_the_cache_folder(openvino, tiny_detect_onnx, tmp_path, monkeypatch):
+    engine = open_engine(tiny_detect_onnx, "openvino", cache_dir=tmp_path / "blobs")
     assert engine.settings["cache_dir"] == str(tmp_path / "blobs")
     assert any((tmp_path / "blobs").iterdir()), "no compiled blob written"
     monkeypatch.setenv("YOLO_EDGE_OPENVINO_CACHE", "")  # empty: no cache
-    assert open_engine(random_detect_onnx, "openvino").settings["cache_dir"] is None
+    assert open_engine(tiny_detect_onnx, "openvino").settings["cache_dir"] is None
     monkeypatch.setenv("YOLO_EDGE_OPENVINO_CACHE", str(tmp_path / "env"))
-    assert open_engine(random_detect_onnx, "openvino").settings["cache_dir"] == str(tmp_path / "env")
+    assert open_engine(tiny_detect_onnx, "openvino").settings["cache_dir"] == str(tmp_path / "env")
 
 
 # ---------------------------------------------------------------------------------------------- parity
-# (model fixture or random checkpoint + export kwargs, predictor kwargs, conf); random pose heads score low
+TINY_PARITY_CASES = [  # (task, tiny model kwargs, predictor kwargs)
+    ("detect", {}, {}),
+    ("segment", {}, {}),
+    ("segment", {}, {"retina_masks": True}),
+    ("pose", {}, {}),
+    ("segment", {}, {"batch": 3}),
+    ("segment", {"batch": 2}, {}),
+    ("detect", {"input_dtype": "float32"}, {"batch": 2}),
+]
+
+
+@pytest.mark.parametrize("task,model_kwargs,predictor_kwargs", TINY_PARITY_CASES,
+                         ids=["detect", "segment", "segment_native_masks", "pose", "segment_batch3",
+                              "segment_fixed_batch2", "detect_float_input_batch2"])
+def test_openvino_f32_matches_onnxruntime_on_tiny_models(openvino, tiny_onnx, images, task, model_kwargs,
+                                                         predictor_kwargs):
+    path = tiny_onnx(task, **model_kwargs)
+    reference = Predictor(path, **predictor_kwargs)
+    candidate = Predictor(path, engine="openvino", precision="f32", **predictor_kwargs)
+    assert candidate.spec == reference.spec and candidate.batch == reference.batch
+    tally = engine_parity(reference, candidate, images, 0.25)
+    _assert_engine_parity(tally, min_detections=10)
+    assert tally.theirs_matched == tally.theirs, tally.failures
+    if task == "segment":
+        assert len(tally.mask_ious) >= 10
+
+
+# (random checkpoint fixture, export kwargs, predictor kwargs, conf): the numerics of a real network; random pose
+# heads score low
 PARITY_CASES = [
     ("random_detect_pt", {}, {}, 0.3),
     ("random_seg_pt", {}, {}, 0.3),
@@ -228,26 +266,27 @@ PARITY_CASES = [
 ]
 
 
+@needs_export
 @pytest.mark.slow
 @pytest.mark.parametrize("pt_fixture,export_kwargs,predictor_kwargs,conf", PARITY_CASES,
                          ids=["detect", "segment", "segment_native_masks", "pose", "segment_batch3",
                               "segment_fixed_batch2", "pose_fixed_batch2", "detect_float_input",
                               "segment_float_input_batch2", "segment_dynamic_hw"])
-def test_openvino_f32_matches_onnxruntime(openvino, request, export_onnx, images, pt_fixture, export_kwargs,
+def test_openvino_f32_matches_onnxruntime(openvino, request, export_onnx, photos, pt_fixture, export_kwargs,
                                           predictor_kwargs, conf):
     onnx = export_onnx(request.getfixturevalue(pt_fixture), imgsz=RANDOM_IMGSZ, **export_kwargs)
     reference = Predictor(onnx, conf=conf, **predictor_kwargs)
     candidate = Predictor(onnx, conf=conf, engine="openvino", precision="f32", **predictor_kwargs)
     assert candidate.spec == reference.spec and candidate.batch == reference.batch
-    tally = engine_parity(reference, candidate, images, conf)
+    tally = engine_parity(reference, candidate, photos, conf)
     _assert_engine_parity(tally, min_detections=10)
     assert tally.theirs_matched == tally.theirs, tally.failures  # a handful of images: every one matches
     if reference.spec.task == "segment":
         assert len(tally.mask_ious) >= 10
 
 
-def test_openvino_predict_is_thread_safe(openvino, random_seg_onnx, images):
-    predictor = Predictor(random_seg_onnx, conf=0.3, threads=1, engine="openvino", precision="f32")
+def test_openvino_predict_is_thread_safe(openvino, tiny_seg_onnx, images):
+    predictor = Predictor(tiny_seg_onnx, threads=1, engine="openvino", precision="f32")
     reference = predictor.predict(images)
     start = threading.Barrier(2)
 
@@ -271,6 +310,7 @@ SHARED_CASES = [  # (checkpoint, image folder, images: enough for 20+ detections
 ]
 
 
+@needs_export
 @pytest.mark.shared
 @pytest.mark.slow
 @pytest.mark.parametrize("pt,folder,n_images,predictor_kwargs", SHARED_CASES,

@@ -74,7 +74,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-NUMERIC_NAMES = [str(i) for i in range(80)]  # class names of the random-init test models
+NUMERIC_NAMES = [str(i) for i in range(80)]  # class names of the tiny and random-init test models
 
 
 # -------------------------------------------------------------------------------------------------------- scoring
@@ -162,7 +162,7 @@ def test_category_map_rejects_two_classes_on_one_category():
 
 # ---------------------------------------------------------------------------------------------------- RLE masks
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools decode on numpy 2
-def test_predictor_rle_masks_decode_to_retina_bitmaps(random_seg_onnx):
+def test_predictor_rle_masks_decode_to_retina_bitmaps(tiny_seg_onnx):
     from pycocotools import mask as mask_utils
 
     from runtime import Predictor
@@ -170,8 +170,8 @@ def test_predictor_rle_masks_decode_to_retina_bitmaps(random_seg_onnx):
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), rng.integers(0, 256, (301, 177, 3), dtype=np.uint8)]
     kwargs = dict(conf=1e-6, iou=0.7, max_det=50)
-    bitmaps = Predictor(random_seg_onnx, retina_masks=True, **kwargs).predict(images)
-    rles = Predictor(random_seg_onnx, rle_masks=True, **kwargs).predict(images)
+    bitmaps = Predictor(tiny_seg_onnx, retina_masks=True, **kwargs).predict(images)
+    rles = Predictor(tiny_seg_onnx, rle_masks=True, **kwargs).predict(images)
     total = 0
     for image, bm, rl in zip(images, bitmaps, rles):
         assert len(bm) == len(rl)
@@ -184,7 +184,7 @@ def test_predictor_rle_masks_decode_to_retina_bitmaps(random_seg_onnx):
         assert all(list(r["size"]) == list(image.shape[:2]) for r in rl.masks_rle)
         decoded = mask_utils.decode(rl.masks_rle).transpose(2, 0, 1).astype(bool)
         np.testing.assert_array_equal(decoded, bm.masks)
-    assert total > 0, "the random model gave no detections; lower conf"
+    assert total > 0, "the tiny model gave no detections; lower conf"
 
 
 # ----------------------------------------------------------------------------------------------- CLI end to end
@@ -229,12 +229,12 @@ def test_cli_end_to_end_table_matches_report(shared_file, shared_seg_onnx, share
         assert isinstance(saved[0]["segmentation"]["counts"], str)
 
 
-def test_cli_skip_missing_and_limit_are_stated(random_detect_onnx, tmp_path):
+def test_cli_skip_missing_and_limit_are_stated(tiny_detect_onnx, tmp_path):
     data = tmp_path / "data"
     ann = synthetic_coco(data, NUMERIC_NAMES, num_images=4)
     (data / "000000000011.jpg").unlink()
     report_path = tmp_path / "r.json"
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, "--skip-missing",
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann, "--skip-missing",
                               "--out", report_path, "--no-progress"])
     assert code == 0, err
     report = json.loads(report_path.read_text())
@@ -242,7 +242,7 @@ def test_cli_skip_missing_and_limit_are_stated(random_detect_onnx, tmp_path):
     assert report["images"]["image_ids"] == [10, 12, 13] and report["images"]["missing_files"] == ["000000000011.jpg"]
     assert report["rows"][0]["mask"] is None and len(parse_table(out)) == 1
 
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, "--skip-missing",
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann, "--skip-missing",
                               "--limit", 2, "--out", report_path, "--no-progress"])
     assert code == 0, err
     assert "evaluated 2 of 4 annotated images" in out and "--limit 2" in out
@@ -265,36 +265,36 @@ def _outputs(tmp_path: Path) -> tuple[list[str], tuple[Path, Path]]:
     return ["--out", str(report), "--save-results", str(results), "--no-progress"], (report, results)
 
 
-def test_cli_missing_images_are_listed(random_detect_onnx, tmp_path):
+def test_cli_missing_images_are_listed(tiny_detect_onnx, tmp_path):
     data = tmp_path / "data"
     ann = synthetic_coco(data, NUMERIC_NAMES, num_images=14)
     for i in range(1, 13):
         (data / f"{10 + i:012d}.jpg").unlink()
     extra, outputs = _outputs(tmp_path)
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, *extra])
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann, *extra])
     _assert_failed(code, out, err, "12 of 14", "000000000011.jpg", "000000000020.jpg", "and 2 more",
                    "--skip-missing", outputs=outputs)
     assert "000000000021.jpg" not in err  # at most 10 names listed
 
 
-def test_cli_limit_only_needs_the_selected_images(random_detect_onnx, tmp_path):
+def test_cli_limit_only_needs_the_selected_images(tiny_detect_onnx, tmp_path):
     data = tmp_path / "data"
     ann = synthetic_coco(data, NUMERIC_NAMES, num_images=3)
     (data / "000000000012.jpg").unlink()
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, "--limit", 2,
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann, "--limit", 2,
                               "--no-progress"])
     assert code == 0, err
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, "--limit", 3,
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann, "--limit", 3,
                               "--no-progress"])
     _assert_failed(code, out, err, "1 of 3", "000000000012.jpg")
 
 
-def test_cli_empty_image_folder(random_detect_onnx, tmp_path):
+def test_cli_empty_image_folder(tiny_detect_onnx, tmp_path):
     ann = synthetic_coco(tmp_path / "data", NUMERIC_NAMES, write_images=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     extra, outputs = _outputs(tmp_path)
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", empty, "--ann", ann, *extra])
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", empty, "--ann", ann, *extra])
     _assert_failed(code, out, err, str(empty), "no images", outputs=outputs)
 
 
@@ -306,7 +306,7 @@ def test_cli_empty_image_folder(random_detect_onnx, tmp_path):
     ('{"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "0"}]}', "lacks 'file_name'"),
     (b"\xff\xfe\x00garbage", "not UTF-8"),
 ], ids=["missing", "bad-json", "not-object", "no-categories", "image-entry", "binary"])
-def test_cli_unreadable_annotation_file(random_detect_onnx, tmp_path, content, needle):
+def test_cli_unreadable_annotation_file(tiny_detect_onnx, tmp_path, content, needle):
     data = tmp_path / "data"
     synthetic_coco(data, NUMERIC_NAMES)
     ann = tmp_path / "bad.json"
@@ -315,25 +315,25 @@ def test_cli_unreadable_annotation_file(random_detect_onnx, tmp_path, content, n
     elif isinstance(content, bytes):
         ann.write_bytes(content)
     extra, outputs = _outputs(tmp_path)
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, *extra])
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann, *extra])
     _assert_failed(code, out, err, str(ann), needle, outputs=outputs)
 
 
-def test_cli_mismatched_class_names(random_detect_onnx, tmp_path):
+def test_cli_mismatched_class_names(tiny_detect_onnx, tmp_path):
     data = tmp_path / "data"
     names = NUMERIC_NAMES[:78] + ["cat", "dog"]  # the model's classes "78" and "79" have no category
     ann = synthetic_coco(data, names)
     extra, outputs = _outputs(tmp_path)
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, *extra])
-    _assert_failed(code, out, err, random_detect_onnx.name, "2 of 80", "78, 79", outputs=outputs)
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann, *extra])
+    _assert_failed(code, out, err, tiny_detect_onnx.name, "2 of 80", "78, 79", outputs=outputs)
 
 
-def test_cli_no_class_name_matches(random_detect_onnx, tmp_path):
+def test_cli_no_class_name_matches(tiny_detect_onnx, tmp_path):
     data = tmp_path / "data"
     ann = synthetic_coco(data, ["person", "car", "dog"])
     extra, outputs = _outputs(tmp_path)
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, *extra])
-    _assert_failed(code, out, err, random_detect_onnx.name, "none", "person", outputs=outputs)
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann, *extra])
+    _assert_failed(code, out, err, tiny_detect_onnx.name, "none", "person", outputs=outputs)
 
 
 def test_cli_missing_model_file(tmp_path):
@@ -345,11 +345,11 @@ def test_cli_missing_model_file(tmp_path):
     _assert_failed(code, out, err, str(missing), "not found", outputs=outputs)
 
 
-def test_cli_missing_reference_checkpoint(random_detect_onnx, tmp_path):
+def test_cli_missing_reference_checkpoint(tiny_detect_onnx, tmp_path):
     data = tmp_path / "data"
     ann = synthetic_coco(data, NUMERIC_NAMES)
     extra, outputs = _outputs(tmp_path)
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann,
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann,
                               "--reference-pt", tmp_path / "nope.pt", *extra])
     _assert_failed(code, out, err, "nope.pt", "not found", outputs=outputs)
 
@@ -376,10 +376,10 @@ def test_select_images_orders_by_id_and_limits(tmp_path):
     assert sel.image_ids == [10, 11, 12] and sel.statement().startswith("evaluated 3 of 5 annotated images")
 
 
-def test_cli_out_is_a_folder(random_detect_onnx, tmp_path):
+def test_cli_out_is_a_folder(tiny_detect_onnx, tmp_path):
     data = tmp_path / "data"
     ann = synthetic_coco(data, NUMERIC_NAMES)
-    code, out, err = run_cli(["--model", random_detect_onnx, "--images", data, "--ann", ann, "--out", tmp_path])
+    code, out, err = run_cli(["--model", tiny_detect_onnx, "--images", data, "--ann", ann, "--out", tmp_path])
     _assert_failed(code, out, err, "--out", "folder")
 
 
@@ -524,11 +524,11 @@ def _single_person_keypoints(folder: Path) -> Path:
     return path
 
 
-def test_cli_pose_model_scores_box_and_keypoints(random_pose_onnx, tmp_path):
+def test_cli_pose_model_scores_box_and_keypoints(tiny_pose_onnx, tmp_path):
     data = tmp_path / "data"
     ann = _single_person_keypoints(data)
     report_path, results_dir = tmp_path / "r.json", tmp_path / "res"
-    code, out, err = run_cli(["--model", random_pose_onnx, "--images", data, "--ann", ann, "--out", report_path,
+    code, out, err = run_cli(["--model", tiny_pose_onnx, "--images", data, "--ann", ann, "--out", report_path,
                               "--save-results", results_dir, "--no-progress"])
     assert code == 0, err
     assert "single-person images only" in out and "figures run higher than on full val2017" in out
@@ -544,21 +544,21 @@ def test_cli_pose_model_scores_box_and_keypoints(random_pose_onnx, tmp_path):
     saved = json.loads(Path(row["results_file"]).read_text())
     assert saved and all(len(r["keypoints"]) == 51 and set(r) >= {"bbox", "score", "image_id"} for r in saved)
 
-    code, out, err = run_cli(["--model", random_pose_onnx, "--images", data, "--ann", data / "keypoints.json",
+    code, out, err = run_cli(["--model", tiny_pose_onnx, "--images", data, "--ann", data / "keypoints.json",
                               "--no-progress"])
     assert code == 0, err
     assert "single-person" not in out  # image 1 holds two people
 
 
-def test_cli_pose_model_against_a_boxes_only_file(random_pose_onnx, tmp_path):
+def test_cli_pose_model_against_a_boxes_only_file(tiny_pose_onnx, tmp_path):
     data = tmp_path / "data"
     ann = synthetic_coco(data, ["person", "car"])
     extra, outputs = _outputs(tmp_path)
-    code, out, err = run_cli(["--model", random_pose_onnx, "--images", data, "--ann", ann, *extra])
-    _assert_failed(code, out, err, str(ann), "not a COCO keypoints file", random_pose_onnx.name, outputs=outputs)
+    code, out, err = run_cli(["--model", tiny_pose_onnx, "--images", data, "--ann", ann, *extra])
+    _assert_failed(code, out, err, str(ann), "not a COCO keypoints file", tiny_pose_onnx.name, outputs=outputs)
 
 
-def test_cli_pose_model_keypoint_count_mismatch(random_pose_onnx, tmp_path):
+def test_cli_pose_model_keypoint_count_mismatch(tiny_pose_onnx, tmp_path):
     data = tmp_path / "data"
     dataset = synthetic_keypoints(data)
     for a in dataset["annotations"]:
@@ -566,7 +566,7 @@ def test_cli_pose_model_keypoint_count_mismatch(random_pose_onnx, tmp_path):
     ann = data / "five.json"
     ann.write_text(json.dumps(dataset))
     extra, outputs = _outputs(tmp_path)
-    code, out, err = run_cli(["--model", random_pose_onnx, "--images", data, "--ann", ann, *extra])
+    code, out, err = run_cli(["--model", tiny_pose_onnx, "--images", data, "--ann", ann, *extra])
     _assert_failed(code, out, err, "17 keypoints", "annotates 5", outputs=outputs)
 
 

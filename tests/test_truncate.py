@@ -22,15 +22,8 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("ultralytics")
 
 from conftest import OUTPUT_ATOL, OUTPUT_RTOL, RANDOM_IMGSZ, assert_outputs_close  # noqa: E402
-from test_parity import (  # noqa: E402
-    Detections,
-    Tally,
-    adaptive_conf,
-    asset_images,
-    assert_parity,
-    match,
-    run_parity,
-)
+from matching import Detections, Tally, assert_parity, match  # noqa: E402
+from test_parity import adaptive_conf, asset_images, run_parity  # noqa: E402
 from tools.layout import output_names  # noqa: E402
 from tools.truncate import (  # noqa: E402
     CutError,

@@ -2,13 +2,14 @@
 bounded read-ahead, the latest-frame policy, retries, skipped inputs and empty-result arrays.
 
 Videos are written in fixtures with cv2.VideoWriter; live sources are simulated by fake captures that
-deliver frames from the runtime's own capture thread. Nothing needs a camera or the network.
+deliver frames from the runtime's own capture thread (tests/fakes.py). Nothing needs a camera, the network or
+torch (the tiny models), and nothing depends on how fast the machine is: live sources run on a fake clock and
+cameras the test lets deliver, and overlap is shown by two threads meeting, not by timings.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -17,30 +18,15 @@ import pytest
 
 import runtime.io.streams as streams
 import runtime.io.video as video
+from fakes import WALL_AT_ZERO, FakeCamera, FakeClock, GatedCamera, camera_frame
 from runtime import InputError, Predictor, StreamError, StreamInput
 from runtime.io.sources import ImageInput, VideoInput, resolve_inputs
+from scenes import CLIP_FPS as FPS
+from scenes import CLIP_SIZE_WH as SIZE_WH
+from scenes import clip_frames, write_video
+from tiny_models import TINY_IMGSZ
 
-pytest.importorskip("ultralytics")
-from test_parity import asset_images  # noqa: E402
-
-FPS = 10.0
-SIZE_WH = (256, 192)
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float = FPS, codec: str = "mp4v") -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (frames[0].shape[1], frames[0].shape[0]))
-    assert writer.isOpened()
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
-
-
-def clip_frames(n: int = 12) -> list[np.ndarray]:
-    """n frames panning over bus.jpg: real objects, every frame a little different."""
-    bus = cv2.imread(str(asset_images()[0]))
-    big = cv2.resize(bus, (SIZE_WH[0] + 4 * n, SIZE_WH[1] + 2 * n))
-    return [np.ascontiguousarray(big[2 * k:2 * k + SIZE_WH[1], 4 * k:4 * k + SIZE_WH[0]]) for k in range(n)]
+MEETING_TIMEOUT_S = 60.0  # how long a thread waits for the event it needs before the test calls it a failure
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +51,10 @@ def _same(a, b) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ sources
-def test_resolve_mixed_folder_glob_lists_cameras_and_urls(tmp_path, clip):
+def test_resolve_mixed_folder_glob_lists_cameras_and_urls(tmp_path, clip, pictures):
     folder = tmp_path / "mixed"
     folder.mkdir()
-    (folder / "a.jpg").write_bytes(asset_images()[0].read_bytes())
+    (folder / "a.jpg").write_bytes(pictures[0].read_bytes())
     (folder / "b.mp4").write_bytes(clip.read_bytes())
     (folder / "notes.md").write_text("ignored")
     inputs = resolve_inputs(folder)
@@ -107,20 +93,20 @@ def test_empty_list_and_nested_list_are_refused(tmp_path):
         resolve_inputs(outer)
 
 
-def test_streams_and_files_cannot_be_mixed(random_detect_onnx, clip):
+def test_streams_and_files_cannot_be_mixed(tiny_detect_onnx, clip):
     with pytest.raises(InputError, match=r"live streams \(camera 0\) cannot be mixed with files"):
-        Predictor(random_detect_onnx).stream([str(clip), 0])
+        Predictor(tiny_detect_onnx).stream([str(clip), 0])
 
 
 @pytest.mark.parametrize("option", ["vid_stride", "stream_buffer", "max_frames"])
-def test_stream_options_are_checked(random_detect_onnx, clip, option):
+def test_stream_options_are_checked(tiny_detect_onnx, clip, option):
     with pytest.raises(InputError, match=f"{option} must be >= 1"):
-        Predictor(random_detect_onnx).stream(clip, **{option: 0})
+        Predictor(tiny_detect_onnx).stream(clip, **{option: 0})
 
 
 # ------------------------------------------------------------------------------------------------------ videos
-def test_video_frames_match_images_and_carry_provenance(random_seg_onnx, clip):
-    predictor = Predictor(random_seg_onnx, conf=0.3)
+def test_video_frames_match_images_and_carry_provenance(tiny_seg_onnx, clip):
+    predictor = Predictor(tiny_seg_onnx)
     results = predictor.predict(clip)
     frames = decoded(clip)
     assert len(results) == len(frames) == 12
@@ -134,63 +120,102 @@ def test_video_frames_match_images_and_carry_provenance(random_seg_onnx, clip):
     assert sum(len(r) for r in results) > 0
 
 
-def test_vid_stride_max_frames_and_batches(random_detect_onnx, clip):
-    single = Predictor(random_detect_onnx, conf=0.3).predict(clip)
-    strided = Predictor(random_detect_onnx, conf=0.3, batch=3).predict(clip, vid_stride=5)
+def test_vid_stride_max_frames_and_batches(tiny_detect_onnx, clip):
+    single = Predictor(tiny_detect_onnx).predict(clip)
+    strided = Predictor(tiny_detect_onnx, batch=3).predict(clip, vid_stride=5)
     assert [r.frame_index for r in strided] == [0, 5, 10]
     assert {r.frame.frame_count for r in strided} == {3}
     for ours, ref in zip(strided, single[::5]):
         _same(ours, ref)
-    capped = Predictor(random_detect_onnx, conf=0.3, batch=4).predict([clip, clip], max_frames=5)
+    capped = Predictor(tiny_detect_onnx, batch=4).predict([clip, clip], max_frames=5)
     assert [r.frame_index for r in capped] == [0, 1, 2, 3, 4] * 2  # batches of 4 across the two files
     for ours, ref in zip(capped, single[:5] * 2):
         _same(ours, ref)
 
 
-def test_decoding_overlaps_inference_and_reads_ahead_boundedly(random_detect_onnx, clip, monkeypatch):
-    """The next frames are decoded while the engine runs, but never more than a few batches ahead."""
-    reads: list[tuple[float, float]] = []
-    real_open = video.open_video
+class _WatchedCapture:
+    """A video capture that counts its reads (``reads``, under ``cond``) and runs ``on_read(k)`` before read k."""
 
-    class SlowCapture:
-        def __init__(self, cap):
-            self.cap = cap
+    def __init__(self, cap, on_read, cond: threading.Condition, reads: list[int]) -> None:
+        self.cap, self.on_read, self.cond, self.reads = cap, on_read, cond, reads
 
-        def read(self):
-            t0 = time.perf_counter()
-            time.sleep(0.02)
-            out = self.cap.read()
-            reads.append((t0, time.perf_counter()))
-            return out
-
-        def __getattr__(self, name):
-            return getattr(self.cap, name)
-
-    monkeypatch.setattr(video, "open_video", lambda path: SlowCapture(real_open(path)))
-    predictor = Predictor(random_detect_onnx, conf=0.3, batch=2)
-    runs: list[tuple[float, float]] = []
-    real_run = predictor.engine.run
-
-    def slow_run(batch):
-        t0 = time.perf_counter()
-        time.sleep(0.04)
-        out = real_run(batch)
-        runs.append((t0, time.perf_counter()))
+    def read(self):
+        with self.cond:
+            k = self.reads[0]
+        self.on_read(k)
+        out = self.cap.read()
+        with self.cond:
+            self.reads[0] += 1
+            self.cond.notify_all()
         return out
 
-    monkeypatch.setattr(predictor.engine, "run", slow_run)
+    def __getattr__(self, name):
+        return getattr(self.cap, name)
+
+
+def test_decoding_overlaps_inference(tiny_detect_onnx, clip, monkeypatch):
+    """The next batch is decoded while the engine runs: the first engine run and the read of the second batch's
+    first frame meet (each waits for the other), which they cannot if the two ran one after the other."""
+    batch = 2
+    meeting = threading.Barrier(2, timeout=MEETING_TIMEOUT_S)
+    met: dict[str, bool] = {}
+
+    def meet(who: str) -> None:
+        try:
+            meeting.wait()
+            met[who] = True
+        except threading.BrokenBarrierError:
+            met[who] = False
+
+    cond, reads = threading.Condition(), [0]
+    real_open = video.open_video
+    monkeypatch.setattr(video, "open_video", lambda path: _WatchedCapture(
+        real_open(path), lambda k: meet("read") if k == batch else None, cond, reads))
+    predictor = Predictor(tiny_detect_onnx, batch=batch)
+    real_run, runs = predictor.engine.run, []
+
+    def run(tensor):
+        if not runs:
+            meet("engine")
+        runs.append(len(tensor))
+        return real_run(tensor)
+
+    monkeypatch.setattr(predictor.engine, "run", run)
+    results = predictor.predict(clip)
+    assert met == {"read": True, "engine": True}, "no frame was decoded while the engine ran"
+    assert [r.frame_index for r in results] == list(range(12)) and runs == [batch] * 6
+
+
+def test_read_ahead_is_bounded(tiny_detect_onnx, clip, monkeypatch):
+    """While the consumer holds its first Result, decoding runs ahead only a few batches, then waits."""
+    batch = 2
+    cond, reads = threading.Condition(), [0]
+    real_open = video.open_video
+    monkeypatch.setattr(video, "open_video", lambda path: _WatchedCapture(real_open(path), lambda k: None, cond,
+                                                                          reads))
+    predictor = Predictor(tiny_detect_onnx, batch=batch)
+    real_run, runs = predictor.engine.run, threading.Semaphore(0)
+
+    def run(tensor):
+        out = real_run(tensor)
+        runs.release()
+        return out
+
+    monkeypatch.setattr(predictor.engine, "run", run)
     stream = predictor.stream(clip)
     first = next(stream)
-    time.sleep(0.5)  # the consumer stalls: decoding must not run away
-    ahead = len(reads)
+    # the engine runs the next batch without waiting for the consumer (so reading has got that far) ...
+    assert runs.acquire(timeout=MEETING_TIMEOUT_S) and runs.acquire(timeout=MEETING_TIMEOUT_S)
+    with cond:
+        # ... and then stops: waiting for more reads times out (this only waits; a slow machine reads fewer)
+        cond.wait_for(lambda: reads[0] > 4 * batch, timeout=0.5)
+        ahead = reads[0]
     rest = list(stream)
     assert first.frame_index == 0 and len(rest) == 11
-    assert ahead <= 4 * predictor.batch, f"{ahead} frames decoded while one Result was consumed"
-    overlapping = [(r, i) for r in reads for i in runs if r[0] < i[1] and i[0] < r[1]]
-    assert overlapping, "no frame was decoded while the engine ran"
+    assert 2 * batch <= ahead <= 4 * batch, f"{ahead} frames decoded while one Result was consumed"
 
 
-def test_corrupt_and_truncated_videos_are_skipped_or_raise(random_detect_onnx, tmp_path):
+def test_corrupt_and_truncated_videos_are_skipped_or_raise(tiny_detect_onnx, tmp_path):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42 not a real video" * 10)
     noisy = [np.random.default_rng(k).integers(0, 255, (96, 128, 3), dtype=np.uint8) for k in range(20)]
@@ -198,7 +223,7 @@ def test_corrupt_and_truncated_videos_are_skipped_or_raise(random_detect_onnx, t
     truncated = tmp_path / "truncated.avi"
     data = full.read_bytes()
     truncated.write_bytes(data[:len(data) // 2])
-    predictor = Predictor(random_detect_onnx, conf=0.3)
+    predictor = Predictor(tiny_detect_onnx)
     results = predictor.predict([garbage, truncated])
     assert 0 < len(results) < 20 and {r.source for r in results} == {str(truncated)}
     messages = [s.message for s in predictor.skipped]
@@ -215,13 +240,13 @@ def test_corrupt_and_truncated_videos_are_skipped_or_raise(random_detect_onnx, t
     assert seen == list(range(len(results)))  # the frames before the failure stand
 
 
-def test_mixed_folder_with_an_unreadable_image(random_detect_onnx, clip, tmp_path):
+def test_mixed_folder_with_an_unreadable_image(tiny_detect_onnx, clip, tmp_path, pictures):
     folder = tmp_path / "mixed"
     folder.mkdir()
-    (folder / "a.jpg").write_bytes(asset_images()[0].read_bytes())
+    (folder / "a.jpg").write_bytes(pictures[0].read_bytes())
     (folder / "b.jpg").write_bytes(b"\xff\xd8 broken")
     (folder / "c.mp4").write_bytes(clip.read_bytes())
-    predictor = Predictor(random_detect_onnx, conf=0.3)
+    predictor = Predictor(tiny_detect_onnx)
     stream = predictor.stream(folder)
     results = list(stream)
     assert [(Path(r.source).name, r.frame_index) for r in results] == [("a.jpg", 0)] + [("c.mp4", k) for k in range(12)]
@@ -230,40 +255,16 @@ def test_mixed_folder_with_an_unreadable_image(random_detect_onnx, clip, tmp_pat
 
 
 # ------------------------------------------------------------------------------------------------------ live
-class FakeCamera:
-    """A camera delivering ``fps`` frames per second (read blocks until the next one is due); frame n
-    is filled with n % 256 so the test can tell which frame a Result came from. After ``fail_after``
-    frames it stops delivering."""
-
-    opened: list["FakeCamera"] = []
-
-    def __init__(self, fps: float = 200.0, fail_after: int | None = None, opens: bool = True):
-        self.period, self.fail_after, self.opens = 1 / fps, fail_after, opens
-        self.n, self.start = 0, None
-        FakeCamera.opened.append(self)
-
-    def isOpened(self):  # noqa: N802
-        return self.opens
-
-    def get(self, prop):
-        return 1 / self.period if prop == cv2.CAP_PROP_FPS else 0.0
-
-    def read(self):
-        if self.fail_after is not None and self.n >= self.fail_after:
-            return False, None
-        self.start = self.start or time.perf_counter()
-        due = self.start + self.n * self.period
-        time.sleep(max(0.0, due - time.perf_counter()))
-        frame = np.full((96, 128, 3), self.n % 256, np.uint8)
-        self.n += 1
-        return True, frame
-
-    def release(self):
-        pass
+@pytest.fixture()
+def clock(monkeypatch) -> FakeClock:
+    """The live sources' clock, faked: backoff waits and pacing return at once, and are recorded."""
+    fake = FakeClock()
+    monkeypatch.setattr(streams, "CLOCK", fake)
+    return fake
 
 
 @pytest.fixture()
-def cameras(monkeypatch):
+def cameras(monkeypatch, clock):
     """Replace the capture opener: each open takes the next factory of the list (the last one repeats)."""
     FakeCamera.opened = []
     factories: list = []
@@ -273,69 +274,109 @@ def cameras(monkeypatch):
         return factory()
 
     monkeypatch.setattr(streams, "open_capture", opener)
-    monkeypatch.setattr(streams, "RETRY_DELAYS_S", (0.01, 0.02))
     return factories
 
 
-def test_live_source_drops_stale_frames_and_keeps_latency_bounded(random_detect_onnx, cameras):
-    cameras.append(lambda: FakeCamera(fps=200.0))
-    predictor = Predictor(random_detect_onnx, conf=0.3)
-    stream = predictor.stream_with_images(0, stream_buffer=2, max_frames=30)
+def test_live_source_drops_stale_frames_and_keeps_latency_bounded(tiny_detect_onnx, cameras, clock):
+    """A camera six times faster than the consumer: the stream drops frames instead of queueing them, so every
+    Result is of a recent frame. The camera delivers exactly six frames per Result consumed (it waits for the
+    test), so the counts below do not depend on scheduling."""
+    per_result, buffer = 6, 2
+    camera = GatedCamera(fps=200.0, clock=clock)
+    cameras.append(lambda: camera)
+    stream = Predictor(tiny_detect_onnx).stream_with_images(0, stream_buffer=buffer)
     ages, indices = [], []
-    for result, image in stream:
-        assert result.frame.kind == "stream" and result.source == "camera 0"
-        assert int(image[0, 0, 0]) == result.frame_index % 256  # the Result is of the frame it says
-        ages.append(time.perf_counter() - result.frame.read_start)
-        indices.append(result.frame_index)
-        assert abs(result.timestamp_ms - time.time() * 1e3) < 5e3  # the capture clock, ms since the epoch
-        time.sleep(0.03)  # a consumer 6x slower than the camera
+    try:
+        camera.allow(per_result)
+        for k in range(30):
+            result, image = next(stream)
+            assert result.frame.kind == "stream" and result.source == "camera 0"
+            assert np.array_equal(image, camera_frame(result.frame_index))  # the Result is of the frame it says
+            # frame n was captured when the fake clock read start + (n + 1) / fps: its time since the epoch, in ms
+            captured_at = 100.0 + (result.frame_index + 1) / camera.fps
+            assert result.frame.read_start == pytest.approx(captured_at, abs=1e-9)
+            assert result.timestamp_ms == pytest.approx((WALL_AT_ZERO + captured_at) * 1e3, abs=0.01)
+            ages.append(camera.delivered - 1 - result.frame_index)  # frames captured since this one
+            indices.append(result.frame_index)
+            camera.allow(per_result)
+            assert camera.wait_delivered(per_result * (k + 2)), "the capture thread stopped reading"
+    finally:
+        camera.run_free()
+        stream.close()
     (live,) = stream.stats.streams
-    assert len(indices) == 30 and indices == sorted(set(indices))
+    assert indices == sorted(set(indices)) and indices[-1] - indices[0] > 30, "no frame was skipped"
     assert live.dropped > 0 and stream.dropped == {"camera 0": live.dropped}
-    assert live.max_queued <= 2
-    assert indices[-1] - indices[0] > 30, "the stream skipped nothing: no frame was dropped"
-    # latency stays bounded (no queue builds up): a queue that kept every frame would age each Result by about
-    # 25 ms more than the one before (0.5 s over the last ten); medians stand a scheduling hiccup on a busy box
-    assert np.median(ages[-10:]) < np.median(ages[:10]) + 0.25
+    assert live.max_queued <= buffer
+    # a Result is at most the buffer plus the three in flight (engine, hand-over, consumer) old, each stage
+    # costing six captured frames; a queue that kept every frame would age each Result five frames more than
+    # the one before (about 150 frames by the thirtieth)
+    assert max(ages) <= per_result * (buffer + 3), ages
 
 
-def test_live_source_that_stops_is_retried_then_raises(random_detect_onnx, cameras):
+def test_live_source_that_stops_is_retried_then_raises(tiny_detect_onnx, cameras, clock):
     cameras.extend([lambda: FakeCamera(fail_after=5), lambda: FakeCamera(opens=False)])
-    predictor = Predictor(random_detect_onnx, conf=0.3)
+    predictor = Predictor(tiny_detect_onnx)
     seen = []
-    with pytest.raises(StreamError, match=r"camera 0: stream stopped after 5 frames; 2 reconnect attempts failed"):
+    with pytest.raises(StreamError, match=r"camera 0: stream stopped after 5 frames; 3 reconnect attempts failed"):
         for result in predictor.stream("0", stream_buffer=8):
             seen.append(result.frame_index)
     assert seen == [0, 1, 2, 3, 4]  # the Results before the failure stand
-    assert len(FakeCamera.opened) == 3  # the first open, then two reconnect attempts
+    assert len(FakeCamera.opened) == 4  # the first open, then three reconnect attempts
+    assert clock.waits == list(streams.RETRY_DELAYS_S)  # backing off before each attempt
 
 
-def test_live_source_reconnects(random_detect_onnx, cameras):
-    cameras.extend([lambda: FakeCamera(fail_after=3), lambda: FakeCamera(opens=False), lambda: FakeCamera()])
-    stream = Predictor(random_detect_onnx, conf=0.3).stream("/dev/video0", stream_buffer=8, max_frames=6)
-    assert len(list(stream)) == 6
+def test_live_source_reconnects(tiny_detect_onnx, cameras, clock):
+    cameras.extend([lambda: FakeCamera(fail_after=3), lambda: FakeCamera(opens=False),
+                    lambda: FakeCamera(fail_after=3), lambda: FakeCamera(opens=False)])
+    stream = Predictor(tiny_detect_onnx).stream("/dev/video0", stream_buffer=8, max_frames=6)
+    assert [r.frame_index for r in stream] == list(range(6))  # frames count on across the reconnect
     assert stream.stats.streams[0].reconnects == 1
+    assert clock.waits[:2] == list(streams.RETRY_DELAYS_S[:2])  # one failed attempt, then one that opened
 
 
-def test_camera_that_never_opens(random_detect_onnx, cameras):
+def test_camera_that_never_opens(tiny_detect_onnx, cameras, clock):
     cameras.append(lambda: FakeCamera(opens=False))
-    with pytest.raises(StreamError, match=r"camera 3: stream cannot be opened; 2 reconnect attempts failed"):
-        Predictor(random_detect_onnx).predict(3)
+    with pytest.raises(StreamError, match=r"camera 3: stream cannot be opened; 3 reconnect attempts failed"):
+        Predictor(tiny_detect_onnx).predict(3)
+    assert clock.waits == list(streams.RETRY_DELAYS_S)
 
 
-def test_replayed_file_as_live_source(random_detect_onnx, clip):
-    stream = Predictor(random_detect_onnx, conf=0.3).stream(StreamInput(str(clip), "replay", replay_fps=100.0))
+def test_replayed_file_as_live_source(tiny_detect_onnx, clip, clock):
+    stream = Predictor(tiny_detect_onnx).stream(StreamInput(str(clip), "replay", replay_fps=100.0))
     results = list(stream)
     live = stream.stats.streams[0]
     assert live.captured == 12 and len(results) + live.dropped == 12
     assert [r.frame_index for r in results] == sorted(r.frame_index for r in results)
+    assert clock.sleeps and all(s == pytest.approx(0.01) for s in clock.sleeps)  # paced at 100 fps, on the clock
+    for r in results:  # each frame is stamped with the time it was due
+        assert r.frame.read_start == pytest.approx(100.0 + r.frame_index / 100.0, abs=1e-9)
+
+
+def test_paced_capture_hands_out_frames_when_due(clip):
+    clock = FakeClock(start=50.0)
+    capture = streams.PacedCapture(str(clip), fps=FPS, clock=clock)
+    try:
+        assert capture.isOpened() and capture.get(cv2.CAP_PROP_FPS) == FPS
+        for n in range(3):  # a reader faster than the file: it waits for each frame to be due
+            ok, frame = capture.read()
+            assert ok and frame.shape == (SIZE_WH[1], SIZE_WH[0], 3)
+            assert capture.capture_time == pytest.approx(50.0 + n / FPS)
+        assert clock.sleeps == pytest.approx([1 / FPS, 1 / FPS])
+        clock.advance(1.0)  # a reader that fell behind: no waiting, the frame is stamped when it is read
+        ok, _ = capture.read()
+        assert ok and clock.sleeps == pytest.approx([1 / FPS, 1 / FPS])
+        assert capture.capture_time == pytest.approx(50.0 + 2 / FPS + 1.0)
+    finally:
+        capture.release()
+    with pytest.raises(InputError, match="replay fps must be > 0, got 0"):
+        streams.PacedCapture(str(clip), fps=0)
 
 
 # ------------------------------------------------------------------------------------------------------ empty
 @pytest.mark.parametrize("model, options, field, shape", [
-    ("random_seg_onnx", {}, "masks", (0, 320, 320)),
-    ("random_seg_onnx", {"retina_masks": True}, "masks", (0, 120, 160)),
-    ("random_pose_onnx", {}, "keypoints", (0, 17, 3)),
+    ("tiny_seg_onnx", {}, "masks", (0, TINY_IMGSZ, TINY_IMGSZ)),
+    ("tiny_seg_onnx", {"retina_masks": True}, "masks", (0, 120, 160)),
+    ("tiny_pose_onnx", {}, "keypoints", (0, 17, 3)),
 ], ids=["segment_letterbox", "segment_native", "pose"])
 def test_empty_results_carry_empty_arrays(model, options, field, shape, request):
     predictor = Predictor(request.getfixturevalue(model), conf=1.0, **options)
@@ -349,9 +390,9 @@ def test_empty_results_carry_empty_arrays(model, options, field, shape, request)
         raise AssertionError(f"no masks expected, got one of {frame_mask.shape}")
 
 
-def test_empty_results_rle_and_detect(random_seg_onnx, random_detect_onnx):
+def test_empty_results_rle_and_detect(tiny_seg_onnx, tiny_detect_onnx):
     image = np.zeros((120, 160, 3), np.uint8)
-    rle = Predictor(random_seg_onnx, conf=1.0, rle_masks=True).predict(image)[0]
+    rle = Predictor(tiny_seg_onnx, conf=1.0, rle_masks=True).predict(image)[0]
     assert rle.masks_rle == [] and rle.mask_form == "native"
-    detect = Predictor(random_detect_onnx, conf=1.0).predict(image)[0]
+    detect = Predictor(tiny_detect_onnx, conf=1.0).predict(image)[0]
     assert detect.masks is None and detect.keypoints is None

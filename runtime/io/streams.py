@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any, Callable, Iterator, Sequence
 
@@ -19,6 +18,7 @@ import cv2
 
 from runtime.errors import InputError, StreamError
 from runtime.records.frame import Event, Frame, FrameInfo
+from runtime.io.clock import SYSTEM_CLOCK, Clock
 from runtime.io.sources import StreamInput
 from runtime.io.video import video_facts
 
@@ -26,17 +26,19 @@ LOGGER = logging.getLogger(__name__)
 
 RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0)  # waits before each reconnect attempt
 _POLL_S = 0.05  # how often a waiting reader checks whether it was asked to stop
+CLOCK: Clock = SYSTEM_CLOCK  # what LiveStream and PacedCapture (unless given one) read and wait on; tests swap it
 
 
 class PacedCapture:
     """A video file read as a camera would deliver it: frame n is handed out no earlier than n / fps
     seconds after the first read (the capture thread reads continuously, so frames inference has no
     time for are dropped from its buffer, as for a camera). ``capture_time`` is when the last frame
-    was due."""
+    was due, on ``clock`` (default :data:`CLOCK`)."""
 
-    def __init__(self, path: str, fps: float) -> None:
+    def __init__(self, path: str, fps: float, clock: Clock | None = None) -> None:
         if not fps > 0:
             raise InputError(f"replay fps must be > 0, got {fps}")
+        self._clock = clock or CLOCK
         self._cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
         self._period = 1.0 / fps
         self._start: float | None = None
@@ -50,12 +52,12 @@ class PacedCapture:
         return self._cap.get(prop)
 
     def read(self) -> tuple[bool, Any]:
-        now = time.perf_counter()
+        now = self._clock.monotonic()
         if self._start is None:
             self._start = now
         due = self._start + self._next * self._period
         if due > now:
-            time.sleep(due - now)
+            self._clock.sleep(due - now)
         self.capture_time = max(due, now)
         self._next += 1
         return self._cap.read()
@@ -78,6 +80,7 @@ class LiveStream:
 
     ``dropped`` counts frames that were captured but replaced by newer ones before inference took
     them; ``captured`` every frame read from the source; ``max_queued`` the deepest the buffer got.
+    Capture times and reconnect waits are on :data:`CLOCK` (as it was when the stream opened).
     """
 
     def __init__(self, inp: StreamInput, *, buffer: int = 1, vid_stride: int = 1,
@@ -88,6 +91,7 @@ class LiveStream:
             raise InputError(f"vid_stride must be >= 1, got {vid_stride}")
         self.input, self.name = inp, inp.name
         self._open = opener or open_capture
+        self._clock = CLOCK
         self._stride = vid_stride
         self._frames: deque[Frame] = deque(maxlen=buffer)
         self._cond = threading.Condition()
@@ -107,7 +111,7 @@ class LiveStream:
     def _reconnect(self, initial: bool = False) -> Any:
         """Reopen the source with backoff; the capture, or StreamError when every attempt fails."""
         for attempt, delay in enumerate(RETRY_DELAYS_S, 1):
-            if self._stop.wait(delay):
+            if self._clock.wait(self._stop, delay):
                 return None
             LOGGER.warning("%s: %s, reconnecting (attempt %d of %d)", self.name,
                            "cannot open" if initial else "stream stopped", attempt, len(RETRY_DELAYS_S))
@@ -127,7 +131,7 @@ class LiveStream:
                     ok, image = cap.read()
                 except cv2.error:
                     ok, image = False, None
-                t = getattr(cap, "capture_time", 0.0) or time.perf_counter()
+                t = getattr(cap, "capture_time", 0.0) or self._clock.monotonic()
                 if not ok or image is None:
                     cap.release()
                     if self.input.replay_fps is not None:
@@ -138,12 +142,12 @@ class LiveStream:
                 self.captured += 1
                 if index % self._stride:
                     continue
-                info = FrameInfo(self.name, "stream", index, time.time() * 1e3 - (time.perf_counter() - t) * 1e3,
-                                 self.fps, None, t)
+                info = FrameInfo(self.name, "stream", index,
+                                 self._clock.wall() * 1e3 - (self._clock.monotonic() - t) * 1e3, self.fps, None, t)
                 with self._cond:
                     if len(self._frames) == self._frames.maxlen:
                         self.dropped += 1
-                    self._frames.append(Frame(image, info, None, (time.perf_counter() - t) * 1e3))
+                    self._frames.append(Frame(image, info, None, (self._clock.monotonic() - t) * 1e3))
                     self.max_queued = max(self.max_queued, len(self._frames))
                     self._cond.notify_all()
         except StreamError as exc:
