@@ -257,12 +257,12 @@ from runtime.cli.infer import main
 
 stop_at, ready_fd, real, drawn = int(sys.argv[1]), int(sys.argv[2]), outputs.annotate, []
 
-def annotate(image, result):
+def annotate(image, result, **kwargs):
     drawn.append(result.frame_index)
     if len(drawn) == stop_at + 1:
         os.write(ready_fd, b"x")
         sys.stdin.buffer.read()  # returns once the test closes stdin (after its Ctrl-C)
-    return real(image, result)
+    return real(image, result, **kwargs)
 
 outputs.annotate = annotate
 sys.exit(main(sys.argv[3:]))

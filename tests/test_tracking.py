@@ -16,7 +16,7 @@ from runtime.records.letterbox import plan_letterbox
 from runtime.track import source_trackers
 
 from conftest import needs_export
-from test_video import clip_frames, write_video
+from scenes import clip_frames, write_video
 
 NAMES = ("person", "car")
 
