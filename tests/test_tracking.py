@@ -147,10 +147,9 @@ def test_track_matches_ultralytics_track_on_a_real_detector(tracker, shared_dete
     assert consistent >= 0.98 * matched, (consistent, matched)
 
 
-@needs_export
-def test_cli_track_writes_ids_and_refuses_unknown_trackers(random_detect_onnx, tmp_path, capsys):
+def test_cli_track_writes_ids_and_refuses_unknown_trackers(tiny_detect_onnx, tmp_path, capsys):
     clip = write_video(tmp_path / "clip.mp4", clip_frames(6))
-    code = main([str(clip), "-m", str(random_detect_onnx), "--track", "--trails", "5", "--conf", "0.05",
+    code = main([str(clip), "-m", str(tiny_detect_onnx), "--track", "--trails", "5",
                  "--save-dir", str(tmp_path / "out"), "--jsonl", "f.jsonl"])
     assert code == 0
     lines = [json.loads(line) for line in (tmp_path / "out" / "f.jsonl").read_text().splitlines()]
@@ -159,6 +158,21 @@ def test_cli_track_writes_ids_and_refuses_unknown_trackers(random_detect_onnx, t
     assert detections and all(isinstance(d["track_id"], int) and d["track_id"] >= 1 for d in detections)
     assert (tmp_path / "out" / "clip.mp4").is_file()
     capsys.readouterr()
-    assert main([str(clip), "-m", str(random_detect_onnx), "--track", "nosuch", "--no-save"]) == 2
+    assert main([str(clip), "-m", str(tiny_detect_onnx), "--track", "nosuch", "--no-save"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nosuch" in err[0]
+
+
+@pytest.mark.parametrize("task", ["segment", "pose"])
+def test_masks_and_keypoints_follow_their_tracks(task, tiny_onnx, tmp_path):
+    clip = str(write_video(tmp_path / "clip.mp4", clip_frames(8)))
+    predictor = Predictor(tiny_onnx(task), conf=0.25)
+    plain = list(predictor.stream(clip))
+    tracked = list(predictor.track(clip))
+    assert len(plain) == len(tracked) and sum(len(r) for r in tracked) > 0
+    for untracked, result in zip(plain, tracked):
+        extra = result.masks if task == "segment" else result.keypoints
+        reference = untracked.masks if task == "segment" else untracked.keypoints
+        assert extra.shape[0] == len(result) == len(result.track_ids)
+        for k in range(len(result)):  # each tracked detection carries the mask / keypoints of a detection
+            assert any(np.array_equal(extra[k], ref) for ref in reference)
