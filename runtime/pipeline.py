@@ -37,7 +37,8 @@ _POLL_S = 0.05  # how often a blocked hand-over checks whether the stream was cl
 @dataclass
 class StreamStats:
     """What a stream has done so far: ``frames`` Results yielded, ``skipped`` inputs that could not be
-    read, and its live sources (``streams``), whose dropped frames :attr:`dropped` counts per source."""
+    read, and its live sources (``streams``), whose dropped frames :attr:`dropped` and lost connections
+    :attr:`outages` count per source."""
 
     frames: int = 0
     skipped: list[Skipped] = field(default_factory=list)
@@ -47,6 +48,11 @@ class StreamStats:
     def dropped(self) -> dict[str, int]:
         """Frames each live source captured but replaced with newer ones before inference took them."""
         return {s.name: s.dropped for s in self.streams}
+
+    @property
+    def outages(self) -> dict[str, tuple[int, float]]:
+        """(times lost, seconds lost in all) of each live source."""
+        return {s.name: (s.outages, s.outage_s) for s in self.streams}
 
 
 class ResultStream(Generic[T]):
@@ -87,13 +93,15 @@ class ResultStream(Generic[T]):
 @dataclass(frozen=True)
 class StreamOptions:
     """How a source is read: every ``vid_stride``-th frame of videos and streams, at most ``max_frames``
-    of each, a live source's buffer of ``stream_buffer`` frames, and ``strict`` (raise InputError at the
-    first input that cannot be read instead of skipping it)."""
+    of each, a live source's buffer of ``stream_buffer`` frames, ``strict`` (raise InputError at the
+    first input that cannot be read instead of skipping it) and ``reconnect`` (a live source's reconnect
+    attempts per outage; None: until the stream is closed)."""
 
     vid_stride: int = 1
     stream_buffer: int = 1
     max_frames: int | None = None
     strict: bool = False
+    reconnect: int | None = None
 
     def __post_init__(self) -> None:
         if self.vid_stride < 1:
@@ -102,6 +110,8 @@ class StreamOptions:
             raise InputError(f"stream_buffer must be >= 1, got {self.stream_buffer}")
         if self.max_frames is not None and self.max_frames < 1:
             raise InputError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.reconnect is not None and self.reconnect < 0:
+            raise InputError(f"reconnect must be >= 0 (or None: until stopped), got {self.reconnect}")
 
 
 class Pipeline:
@@ -124,7 +134,8 @@ class Pipeline:
         stats = StreamStats()
         stop = threading.Event()
         frames = iter_frames(inputs, vid_stride=options.vid_stride, max_frames=options.max_frames,
-                             stream_buffer=options.stream_buffer, stop=stop, on_stream=stats.streams.append)
+                             stream_buffer=options.stream_buffer, stop=stop, on_stream=stats.streams.append,
+                             reconnect=options.reconnect)
         return ResultStream(self._run(model, frames, live, stats, options.strict, stop), stats)
 
     def run_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Result]:

@@ -92,7 +92,7 @@ class Predictor:
     __call__ = predict
 
     def stream(self, source: Source, *, vid_stride: int = 1, stream_buffer: int = 1, max_frames: int | None = None,
-               strict: bool = False) -> ResultStream[Result]:
+               strict: bool = False, reconnect: int | None = None) -> ResultStream[Result]:
         """Yield the Results of ``source`` as they come, decoding only as needed.
 
         ``source`` is an image path, folder (images and videos), glob, video file, camera index
@@ -102,21 +102,24 @@ class Predictor:
         ``max_frames`` caps the frames taken from each of them; ``stream_buffer`` is how many frames a
         live source may queue (the oldest are dropped and counted when inference is slower than the
         source). Inputs that cannot be read are logged and skipped (listed in the returned stream's
-        ``skipped``) unless ``strict``, which raises InputError at the first.
+        ``skipped``) unless ``strict``, which raises InputError at the first. A live source that stops or
+        cannot be opened is reopened with backoff until it is back; ``reconnect=N`` gives up after N
+        attempts per outage (StreamError). Outages are counted in ``stream.stats.outages``.
         """
         pairs = self.stream_with_images(source, vid_stride=vid_stride, stream_buffer=stream_buffer,
-                                        max_frames=max_frames, strict=strict)
+                                        max_frames=max_frames, strict=strict, reconnect=reconnect)
         return ResultStream(_results_of(pairs), pairs.stats)
 
     def stream_with_images(self, source: Source, *, vid_stride: int = 1, stream_buffer: int = 1,
-                           max_frames: int | None = None,
-                           strict: bool = False) -> ResultStream[tuple[Result, np.ndarray]]:
+                           max_frames: int | None = None, strict: bool = False,
+                           reconnect: int | None = None) -> ResultStream[tuple[Result, np.ndarray]]:
         """Like :meth:`stream` but yields (Result, BGR image) pairs, for callers that also draw or crop."""
-        return self._pairs(source, StreamOptions(vid_stride, stream_buffer, max_frames, bool(strict)), self.model)
+        return self._pairs(source, StreamOptions(vid_stride, stream_buffer, max_frames, bool(strict), reconnect),
+                           self.model)
 
     def track(self, source: Source, tracker: str | Path = DEFAULT_TRACKER, persist: bool = False, *,
               vid_stride: int = 1, stream_buffer: int = 1, max_frames: int | None = None,
-              strict: bool = False) -> ResultStream[Result]:
+              strict: bool = False, reconnect: int | None = None) -> ResultStream[Result]:
         """Like :meth:`stream`, with a track id on every detection (``Result.track_ids``).
 
         ``tracker``: "bytetrack", "botsort", "tracktrack", "ocsort" or an Ultralytics tracker YAML (its keys
@@ -126,18 +129,19 @@ class Predictor:
         boxes; masks and keypoints follow their detections. See :mod:`runtime.track.results`.
         """
         pairs = self.track_with_images(source, tracker, persist, vid_stride=vid_stride, stream_buffer=stream_buffer,
-                                       max_frames=max_frames, strict=strict)
+                                       max_frames=max_frames, strict=strict, reconnect=reconnect)
         return ResultStream(_results_of(pairs), pairs.stats)
 
     def track_with_images(self, source: Source, tracker: str | Path = DEFAULT_TRACKER, persist: bool = False, *,
                           vid_stride: int = 1, stream_buffer: int = 1, max_frames: int | None = None,
-                          strict: bool = False) -> ResultStream[tuple[Result, np.ndarray]]:
+                          strict: bool = False, reconnect: int | None = None) -> ResultStream[tuple[Result, np.ndarray]]:
         """Like :meth:`track` but yields (Result, BGR image) pairs, for callers that also draw or crop."""
         trackers = source_trackers(tracker, persist)  # checked before any frame is read
         if persist:
             with self._lock:
                 trackers = self._persisted.setdefault((str(tracker),), trackers)
-        pairs = self._pairs(source, StreamOptions(vid_stride, stream_buffer, max_frames, bool(strict)), self._track_model)
+        pairs = self._pairs(source, StreamOptions(vid_stride, stream_buffer, max_frames, bool(strict), reconnect),
+                            self._track_model)
         return ResultStream(_tracked_pairs(pairs, trackers), pairs.stats)
 
     def _pairs(self, source: Source, options: StreamOptions, model: Model) -> ResultStream[tuple[Result, np.ndarray]]:

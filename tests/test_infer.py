@@ -307,10 +307,11 @@ def test_a_camera_that_breaks_keeps_its_video(tiny_detect_onnx, tmp_path, capsys
     monkeypatch.setattr(streams, "open_capture", lambda inp: next(cams, FakeCamera(opens=False)))
     monkeypatch.setattr(streams, "CLOCK", FakeClock())  # the reconnect backoff returns at once
     out_dir = tmp_path / "out"
-    assert main(["0", "-m", str(tiny_detect_onnx), "--save-dir", str(out_dir), "--stream-buffer", "8"]) == 1
+    assert main(["0", "-m", str(tiny_detect_onnx), "--save-dir", str(out_dir), "--stream-buffer", "8",
+                 "--reconnect", "3"]) == 1
     captured = capsys.readouterr()
-    attempts = len(streams.RETRY_DELAYS_S)
-    assert f"camera 0: stream stopped after 4 frames; {attempts} reconnect attempts failed" in captured.err
+    assert "camera 0: stream stopped after 4 frames; 3 reconnect attempts failed" in captured.err
+    assert "outages: camera 0 1x, 3.5 s in all" in captured.err
     assert len([line for line in captured.out.splitlines() if line.startswith("camera 0 frame")]) == 4
     cap = cv2.VideoCapture(str(out_dir / "camera0.mp4"))
     assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) == 4 and cap.get(cv2.CAP_PROP_FPS) == 100

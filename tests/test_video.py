@@ -313,32 +313,63 @@ def test_live_source_drops_stale_frames_and_keeps_latency_bounded(tiny_detect_on
     assert max(ages) <= per_result * (buffer + 3), ages
 
 
-def test_live_source_that_stops_is_retried_then_raises(tiny_detect_onnx, cameras, clock):
+def test_backoff_doubles_to_a_cap():
+    delays = streams.backoff_delays()
+    assert [next(delays) for _ in range(9)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_live_source_with_bounded_reconnects_raises_after_them(tiny_detect_onnx, cameras, clock):
     cameras.extend([lambda: FakeCamera(fail_after=5), lambda: FakeCamera(opens=False)])
     predictor = Predictor(tiny_detect_onnx)
     seen = []
+    stream = predictor.stream("0", stream_buffer=8, reconnect=3)
     with pytest.raises(StreamError, match=r"camera 0: stream stopped after 5 frames; 3 reconnect attempts failed"):
-        for result in predictor.stream("0", stream_buffer=8):
+        for result in stream:
             seen.append(result.frame_index)
     assert seen == [0, 1, 2, 3, 4]  # the Results before the failure stand
     assert len(FakeCamera.opened) == 4  # the first open, then three reconnect attempts
-    assert clock.waits == list(streams.RETRY_DELAYS_S)  # backing off before each attempt
+    assert clock.waits == [0.5, 1.0, 2.0]  # backing off before each attempt
+    assert stream.stats.outages == {"camera 0": (1, 3.5)}
 
 
-def test_live_source_reconnects(tiny_detect_onnx, cameras, clock):
+def test_live_source_is_reopened_until_it_is_back(tiny_detect_onnx, cameras, clock, caplog):
+    """A camera that reboots (here: 10 failed attempts, 2 minutes) does not end the run; the outage is
+    logged once when it starts and once when it ends, and counted."""
+    cameras.extend([lambda: FakeCamera(fail_after=3)] + [lambda: FakeCamera(opens=False)] * 10
+                   + [lambda: FakeCamera()])
+    with caplog.at_level("WARNING", logger="runtime.io.streams"):
+        stream = Predictor(tiny_detect_onnx).stream("0", stream_buffer=8, max_frames=8)
+        indices = [r.frame_index for r in stream]
+    assert len(indices) == 8 and indices == sorted(set(indices))  # indices count on across the outage
+    assert indices[-1] >= 3  # frames of the camera that came back
+    assert clock.waits == [0.5, 1, 2, 4, 8, 16, 30, 30, 30, 30, 30]
+    ((lost, seconds),) = stream.stats.outages.values()
+    assert lost == 1 and seconds == pytest.approx(sum(clock.waits))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "reconnecting until it is back" in messages[0]
+    assert "back after 181.5 s (11 attempts)" in messages[1]
+
+
+def test_live_source_reconnects_and_delivers_no_frame_from_before_the_outage(tiny_detect_onnx, cameras, clock):
     cameras.extend([lambda: FakeCamera(fail_after=3), lambda: FakeCamera(opens=False),
                     lambda: FakeCamera(fail_after=3), lambda: FakeCamera(opens=False)])
-    stream = Predictor(tiny_detect_onnx).stream("/dev/video0", stream_buffer=8, max_frames=6)
-    assert [r.frame_index for r in stream] == list(range(6))  # frames count on across the reconnect
-    assert stream.stats.streams[0].reconnects == 1
-    assert clock.waits[:2] == list(streams.RETRY_DELAYS_S[:2])  # one failed attempt, then one that opened
+    stream = Predictor(tiny_detect_onnx).stream("/dev/video0", stream_buffer=8, reconnect=2)
+    indices = []
+    with pytest.raises(StreamError, match="stopped after 6 frames; 2 reconnect attempts failed"):
+        for result in stream:
+            indices.append(result.frame_index)
+    assert indices == sorted(set(indices)) and max(indices) >= 3  # in order, and frames after the reconnect
+    (live,) = stream.stats.streams
+    assert live.reconnects == 1 and live.outages == 2 and live.captured == 6
+    assert len(indices) + live.dropped == 6  # a frame is delivered in order, or dropped: never after the outage
+    assert clock.waits == [0.5, 1.0, 0.5, 1.0]  # each outage backs off from the start
 
 
 def test_camera_that_never_opens(tiny_detect_onnx, cameras, clock):
     cameras.append(lambda: FakeCamera(opens=False))
     with pytest.raises(StreamError, match=r"camera 3: stream cannot be opened; 3 reconnect attempts failed"):
-        Predictor(tiny_detect_onnx).predict(3)
-    assert clock.waits == list(streams.RETRY_DELAYS_S)
+        Predictor(tiny_detect_onnx).predict(3, reconnect=3)
+    assert clock.waits == [0.5, 1.0, 2.0]
 
 
 def test_replayed_file_as_live_source(tiny_detect_onnx, clip, clock):

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run every N-th frame of videos and streams (default 1)")
     parser.add_argument("--stream-buffer", type=int, default=1, metavar="N",
                         help="frames a live stream may queue; older ones are dropped (default 1: the latest)")
+    parser.add_argument("--reconnect", type=int, default=None, metavar="N",
+                        help="give a live stream that stops up to N reconnect attempts (backoff 0.5 s doubling to "
+                             "30 s); default: reconnect until the run is stopped")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N",
                         help="run at most N frames of each video or stream")
     parser.add_argument("--track", nargs="?", const=DEFAULT_TRACKER, default=None, metavar="TRACKER",
@@ -142,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                               retina_masks=True, engine=args.engine, precision=args.precision, device=args.device)
         if args.trails < 0:
             raise InputError(f"--trails takes N >= 0, got {args.trails}")
-        options = dict(vid_stride=args.vid_stride, stream_buffer=args.stream_buffer, max_frames=args.max_frames)
+        options = dict(vid_stride=args.vid_stride, stream_buffer=args.stream_buffer, max_frames=args.max_frames,
+                       reconnect=args.reconnect)
         if args.track is not None:
             pairs = predictor.track_with_images(args.paths, args.track, **options)
         else:
@@ -178,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in lines:
             print(f"  {line}", file=sys.stderr)
         code = max(code, EXIT_SKIPPED)
+    outages = {k: v for k, v in pairs.stats.outages.items() if v[0]}
+    if outages:
+        print("outages: " + ", ".join(f"{k} {n}x, {s:.1f} s in all" for k, (n, s) in outages.items()), file=sys.stderr)
     dropped = {k: v for k, v in pairs.dropped.items() if v}
     if dropped:
         print("dropped stale frames (inference slower than the stream): "

@@ -71,19 +71,20 @@ def is_live(inputs: Sequence[Input]) -> bool:
 
 def iter_frames(inputs: Sequence[Input], *, vid_stride: int = 1, max_frames: int | None = None,
                 stream_buffer: int = 1, stop: threading.Event | None = None,
-                on_stream=None) -> Iterator[Event]:
+                on_stream=None, reconnect: int | None = None) -> Iterator[Event]:
     """Frames (and Skipped events) of ``inputs`` in order, decoded one at a time.
 
     Files are read one after the other; live streams (which cannot be mixed with files) are read
     round-robin, each by its own capture thread into a buffer of ``stream_buffer`` frames that
     drops the oldest. ``vid_stride`` keeps every n-th frame of videos and streams; ``max_frames``
     caps the frames taken from each video or stream. ``stop`` ends the iteration early;
-    ``on_stream(stream)`` is called with every :class:`runtime.io.streams.LiveStream` opened.
+    ``on_stream(stream)`` is called with every :class:`runtime.io.streams.LiveStream` opened;
+    ``reconnect`` bounds a live source's reconnect attempts per outage (None: until stopped).
     """
     stop = stop or threading.Event()
     if is_live(inputs):
         yield from iter_streams(inputs, vid_stride=vid_stride, max_frames=max_frames, buffer=stream_buffer,
-                                stop=stop, on_stream=on_stream)
+                                stop=stop, on_stream=on_stream, reconnect=reconnect)
         return
     for inp in inputs:
         if stop.is_set():

@@ -2,9 +2,13 @@
 frames, so the latency from capture to Result stays bounded when inference is slower than the source.
 
 The capture thread reads as fast as the source delivers into a buffer of ``buffer`` frames; when the
-buffer is full the oldest frame is dropped and counted. A source that stops delivering is reopened
-with backoff (:data:`RETRY_DELAYS_S`); when every attempt fails the stream ends with a
-:class:`~runtime.errors.StreamError` that names it, after the frames it delivered.
+buffer is full the oldest frame is dropped and counted. A source that stops delivering (or cannot be
+opened) is reopened with capped exponential backoff (:func:`backoff_delays`: 0.5 s doubling to 30 s)
+until it is back or the run is stopped, so a camera that reboots does not end a run that is meant to
+last; ``reconnect=N`` gives up after N attempts per outage with a :class:`~runtime.errors.StreamError`
+that names the source, after the frames it delivered. Each outage is logged once when it starts and once
+when it ends, and counted (``outages``, ``outage_s``); frame indices count on across it, and frames
+captured before it are not delivered after it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from runtime.io.video import video_facts
 
 LOGGER = logging.getLogger(__name__)
 
-RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0)  # waits before each reconnect attempt
+BACKOFF_FIRST_S = 0.5  # the wait before the first reconnect attempt of an outage
+BACKOFF_MAX_S = 30.0  # the longest wait between two attempts
 _POLL_S = 0.05  # how often a waiting reader checks whether it was asked to stop
 CLOCK: Clock = SYSTEM_CLOCK  # what LiveStream and PacedCapture (unless given one) read and wait on; tests swap it
 
@@ -75,21 +80,35 @@ def open_capture(inp: StreamInput) -> Any:
     return cap
 
 
+def backoff_delays(first: float = BACKOFF_FIRST_S, longest: float = BACKOFF_MAX_S) -> Iterator[float]:
+    """The waits before each reconnect attempt of an outage: ``first``, doubling, then ``longest`` on end."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, longest)
+
+
 class LiveStream:
     """One live source read by a capture thread into a bounded latest-frame buffer.
 
     ``dropped`` counts frames that were captured but replaced by newer ones before inference took
-    them; ``captured`` every frame read from the source; ``max_queued`` the deepest the buffer got.
+    them; ``captured`` every frame read from the source; ``max_queued`` the deepest the buffer got;
+    ``outages`` how often the source was lost (or could not be opened), ``outage_s`` for how long in all,
+    ``reconnects`` how often it came back. ``reconnect``: attempts per outage before giving up (None: until
+    the stream is closed).
     Capture times and reconnect waits are on :data:`CLOCK` (as it was when the stream opened).
     """
 
     def __init__(self, inp: StreamInput, *, buffer: int = 1, vid_stride: int = 1,
-                 opener: Callable[[StreamInput], Any] | None = None) -> None:
+                 opener: Callable[[StreamInput], Any] | None = None, reconnect: int | None = None) -> None:
         if buffer < 1:
             raise InputError(f"stream_buffer must be >= 1, got {buffer}")
         if vid_stride < 1:
             raise InputError(f"vid_stride must be >= 1, got {vid_stride}")
+        if reconnect is not None and reconnect < 0:
+            raise InputError(f"reconnect must be >= 0 (or None: until stopped), got {reconnect}")
         self.input, self.name = inp, inp.name
+        self._attempts = reconnect
         self._open = opener or open_capture
         self._clock = CLOCK
         self._stride = vid_stride
@@ -98,34 +117,58 @@ class LiveStream:
         self._stop = threading.Event()
         self._ended = False
         self._error: StreamError | None = None
-        self.captured = self.dropped = self.max_queued = self.reconnects = 0
-        cap = self._open(inp)
-        if not cap.isOpened():
-            cap.release()
-            cap = self._reconnect(initial=True)
-        self._cap = cap
-        self.fps = video_facts(cap)[0] if cap is not None else None
+        self.captured = self.dropped = self.max_queued = self.reconnects = self.outages = 0
+        self.outage_s = 0.0
+        self.fps: float | None = None  # the source's, once it has opened
         self._thread = threading.Thread(target=self._run, name=f"yolo-capture {self.name}", daemon=True)
         self._thread.start()
 
     def _reconnect(self, initial: bool = False) -> Any:
-        """Reopen the source with backoff; the capture, or StreamError when every attempt fails."""
-        for attempt, delay in enumerate(RETRY_DELAYS_S, 1):
+        """Reopen the source with backoff until it opens (the capture), the stream is closed (None) or the
+        attempts run out (StreamError). Frames still buffered from before the outage are dropped once it
+        is back: a newer frame follows at once."""
+        what = "cannot be opened" if initial else f"stopped after {self.captured} frames"
+        until = "until it is back" if self._attempts is None else f"up to {self._attempts} times"
+        LOGGER.warning("%s: stream %s; reconnecting %s", self.name, what, until)
+        self.outages += 1
+        start = self._clock.monotonic()
+        for attempt, delay in enumerate(backoff_delays(), 1):
+            if self._attempts is not None and attempt > self._attempts:
+                break
             if self._clock.wait(self._stop, delay):
                 return None
-            LOGGER.warning("%s: %s, reconnecting (attempt %d of %d)", self.name,
-                           "cannot open" if initial else "stream stopped", attempt, len(RETRY_DELAYS_S))
             cap = self._open(self.input)
             if cap.isOpened():
+                lasted = self._clock.monotonic() - start
                 self.reconnects += 1
+                self.outage_s += lasted
+                with self._cond:
+                    self.dropped += len(self._frames)
+                    self._frames.clear()
+                LOGGER.warning("%s: stream back after %.1f s (%d attempts)", self.name, lasted, attempt)
                 return cap
             cap.release()
-        what = "cannot be opened" if initial else f"stopped after {self.captured} frames"
-        raise StreamError(f"{self.name}: stream {what}; {len(RETRY_DELAYS_S)} reconnect attempts failed")
+        self.outage_s += self._clock.monotonic() - start
+        raise StreamError(f"{self.name}: stream {what}; {self._attempts} reconnect attempts failed")
+
+    def _first_capture(self) -> Any:
+        """The opened source, after as many attempts as it takes (None: closed before it opened). A replayed
+        file that does not open fails at once."""
+        cap = self._open(self.input)
+        if cap.isOpened():
+            return cap
+        cap.release()
+        if self.input.replay_fps is not None:
+            raise StreamError(f"{self.name}: stream cannot be opened")
+        return self._reconnect(initial=True)
 
     def _run(self) -> None:
-        cap = self._cap
+        """The capture thread: open, then read frame after frame into the buffer, reopening when the source
+        stops, until the stream is closed or gives up."""
+        cap = None
         try:
+            cap = self._first_capture()
+            self.fps = video_facts(cap)[0] if cap is not None else None
             while not self._stop.is_set() and cap is not None:
                 try:
                     ok, image = cap.read()
@@ -152,6 +195,8 @@ class LiveStream:
                     self._cond.notify_all()
         except StreamError as exc:
             self._error = exc
+        except Exception as exc:  # noqa: BLE001 - a capture backend's own failure ends this stream, named
+            self._error = StreamError(f"{self.name}: stream failed ({type(exc).__name__}: {exc})")
         finally:
             if cap is not None:
                 cap.release()
@@ -178,12 +223,13 @@ class LiveStream:
 
 
 def iter_streams(inputs: Sequence[StreamInput], *, vid_stride: int = 1, max_frames: int | None = None,
-                 buffer: int = 1, stop: threading.Event | None = None, on_stream=None) -> Iterator[Event]:
+                 buffer: int = 1, stop: threading.Event | None = None, on_stream=None,
+                 reconnect: int | None = None) -> Iterator[Event]:
     """Frames of live sources, round-robin, each from its own capture thread; see :class:`LiveStream`."""
     streams: list[LiveStream] = []
     try:
         for inp in inputs:
-            stream = LiveStream(inp, buffer=buffer, vid_stride=vid_stride)
+            stream = LiveStream(inp, buffer=buffer, vid_stride=vid_stride, reconnect=reconnect)
             streams.append(stream)
             if on_stream is not None:
                 on_stream(stream)
