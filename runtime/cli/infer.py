@@ -23,7 +23,7 @@ import cv2
 
 from runtime.engines import DEFAULT_ENGINE, ENGINES, EXPORT_HINT
 from runtime.errors import InputError, ModelError, YoloRuntimeError
-from runtime.cli.outputs import STAGES, Outputs, format_line  # noqa: F401 - format_line, STAGES: this module's API before
+from runtime.cli.outputs import Outputs
 from runtime.predictor import Predictor
 from runtime.io.video_writer import DEFAULT_CODEC, check_codec
 from runtime.track import DEFAULT_TRACKER, TRACKERS

@@ -182,9 +182,14 @@ class Tracker(ABC):
             t.mean, t.cov = m, c
 
     def _finish_frame(self, activated: list, refound: list, lost: list, removed: list) -> None:
-        """End-of-frame pools, in the reference order: tracked = still-tracked + activated + refound; lost minus
-        those found again, plus the newly lost, minus ids removed in earlier frames (a track removed this frame stays
-        in the lost pool one more frame, as in ByteTrack); then tracked/lost duplicates are dropped."""
+        """End-of-frame pools, in the reference order: first the lost tracks unseen for more than ``buffer``
+        frames are removed; then tracked = still-tracked + activated + refound; lost minus those found again,
+        plus the newly lost, minus ids removed in earlier frames (a track removed this frame stays in the lost
+        pool one more frame, as in ByteTrack); then tracked/lost duplicates are dropped."""
+        for track in self.lost:
+            if self.frame_id - track.frame_id > self.buffer:
+                track.state = REMOVED
+                removed.append(track)
         tracked = [t for t in self.tracked if t.state == TRACKED]
         tracked = join(join(tracked, activated), refound)
         lost_pool = without(self.lost, {t.track_id for t in tracked}) + lost

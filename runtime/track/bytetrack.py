@@ -128,10 +128,6 @@ class ByteTrack(Tracker):
         self._activate(starting)
         activated += starting
 
-        for track in self.lost:
-            if self.frame_id - track.frame_id > self.buffer:
-                track.state = REMOVED
-                removed.append(track)
         self._finish_frame(activated, refound, lost, removed)
         return self._output([t for t in self.tracked if t.confirmed])
 
