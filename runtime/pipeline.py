@@ -57,12 +57,14 @@ class StreamStats:
 
 class ResultStream(Generic[T]):
     """The iterator a stream returns: Results as they come, with the stream's :class:`StreamStats`
-    (``skipped``, ``dropped``) readable at any time. ``close()`` (or leaving a ``with`` block) stops the
-    reading threads and releases the sources."""
+    (``skipped``, ``dropped``, ``outages``) readable at any time. ``close()`` (or leaving a ``with`` block)
+    stops the reading threads and releases the sources; :meth:`stop` may be called from any thread (a signal
+    handler too) and ends the iteration soon after, also while it waits for a frame."""
 
-    def __init__(self, items: Iterator[T], stats: StreamStats) -> None:
+    def __init__(self, items: Iterator[T], stats: StreamStats, stop: threading.Event | None = None) -> None:
         self._items = items
         self.stats = stats
+        self._stop = stop or threading.Event()
 
     def __iter__(self) -> "ResultStream[T]":
         return self
@@ -77,6 +79,14 @@ class ResultStream(Generic[T]):
     @property
     def dropped(self) -> dict[str, int]:
         return self.stats.dropped
+
+    def with_items(self, items: Iterator) -> "ResultStream":
+        """A stream of ``items`` (made from this one's) sharing its stats and its :meth:`stop`."""
+        return ResultStream(items, self.stats, self._stop)
+
+    def stop(self) -> None:
+        """End the stream from any thread: the iteration stops at the next frame or within a poll period."""
+        self._stop.set()
 
     def close(self) -> None:
         close = getattr(self._items, "close", None)
@@ -136,7 +146,7 @@ class Pipeline:
         frames = iter_frames(inputs, vid_stride=options.vid_stride, max_frames=options.max_frames,
                              stream_buffer=options.stream_buffer, stop=stop, on_stream=stats.streams.append,
                              reconnect=options.reconnect)
-        return ResultStream(self._run(model, frames, live, stats, options.strict, stop), stats)
+        return ResultStream(self._run(model, frames, live, stats, options.strict, stop), stats, stop)
 
     def run_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Result]:
         """One batch of BGR images through the model, its images' heads split over the host threads."""
@@ -215,7 +225,12 @@ class Pipeline:
         worker.start()
         try:
             while True:
-                item = ran.get()
+                try:
+                    item = ran.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if stop.is_set():  # stopped from another thread while nothing came
+                        break
+                    continue
                 if item is _END:
                     break
                 if isinstance(item, _Failure):

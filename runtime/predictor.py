@@ -108,7 +108,7 @@ class Predictor:
         """
         pairs = self.stream_with_images(source, vid_stride=vid_stride, stream_buffer=stream_buffer,
                                         max_frames=max_frames, strict=strict, reconnect=reconnect)
-        return ResultStream(_results_of(pairs), pairs.stats)
+        return pairs.with_items(_results_of(pairs))
 
     def stream_with_images(self, source: Source, *, vid_stride: int = 1, stream_buffer: int = 1,
                            max_frames: int | None = None, strict: bool = False,
@@ -130,7 +130,7 @@ class Predictor:
         """
         pairs = self.track_with_images(source, tracker, persist, vid_stride=vid_stride, stream_buffer=stream_buffer,
                                        max_frames=max_frames, strict=strict, reconnect=reconnect)
-        return ResultStream(_results_of(pairs), pairs.stats)
+        return pairs.with_items(_results_of(pairs))
 
     def track_with_images(self, source: Source, tracker: str | Path = DEFAULT_TRACKER, persist: bool = False, *,
                           vid_stride: int = 1, stream_buffer: int = 1, max_frames: int | None = None,
@@ -142,7 +142,7 @@ class Predictor:
                 trackers = self._persisted.setdefault((str(tracker),), trackers)
         pairs = self._pairs(source, StreamOptions(vid_stride, stream_buffer, max_frames, bool(strict), reconnect),
                             self._track_model)
-        return ResultStream(_tracked_pairs(pairs, trackers), pairs.stats)
+        return pairs.with_items(_tracked_pairs(pairs, trackers))
 
     def _pairs(self, source: Source, options: StreamOptions, model: Model) -> ResultStream[tuple[Result, np.ndarray]]:
         pairs = self.pipeline.stream(source, options, model)

@@ -102,3 +102,29 @@ def test_a_stream_that_goes_down_and_comes_back(tiny_detect_onnx, server):
     assert set(phases[first_after:]) == {2}, "a frame from before the outage came after it"
     ((lost, seconds),) = stream.stats.outages.values()
     assert lost == 1 and 4.0 < seconds < 30.0
+
+
+def test_ctrl_c_stops_a_run_that_waits_for_an_unreachable_stream(tiny_detect_onnx, tmp_path):
+    """`python -m runtime.infer http://127.0.0.1:PORT/none` reconnects until stopped: one Ctrl-C ends it at once,
+    with the interrupted status, though no frame ever came."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.infer", f"http://127.0.0.1:{port}/none", "-m",
+                             str(tiny_detect_onnx), "--no-save"], cwd=repo, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # the outage is logged once it starts: the run is waiting for the stream
+            if "reconnecting until it is back" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err

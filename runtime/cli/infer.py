@@ -17,7 +17,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 
@@ -105,9 +105,10 @@ def find_model(model: Path | None) -> Path:
 
 
 @contextmanager
-def stop_on_sigint() -> Iterator[threading.Event]:
-    """While active, a first Ctrl-C (SIGINT) sets the yielded event, so the run ends after the current
-    frame and closes its outputs; a second one raises KeyboardInterrupt as usual."""
+def stop_on_sigint(on_first: Callable[[], None] = lambda: None) -> Iterator[threading.Event]:
+    """While active, a first Ctrl-C (SIGINT) sets the yielded event and calls ``on_first`` (which stops the
+    stream, also one still waiting for a camera), so the run ends after the current frame and closes its
+    outputs; a second one raises KeyboardInterrupt as usual."""
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -117,6 +118,7 @@ def stop_on_sigint() -> Iterator[threading.Event]:
         if flag.is_set():
             raise KeyboardInterrupt
         flag.set()
+        on_first()
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     code, broke = EXIT_OK, None
     interrupted = False
-    with stop_on_sigint() as stop:
+    with stop_on_sigint(pairs.stop) as stop:
         try:
             for result, image in pairs:
                 outputs.add(result, image)
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             code = EXIT_USAGE
         finally:
+            interrupted = interrupted or stop.is_set()  # also stopped while no frame had come yet
             pairs.close()
             outputs.close(interrupted=interrupted or broke is not None)
     skipped = pairs.skipped
