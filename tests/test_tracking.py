@@ -112,7 +112,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @needs_export
 @pytest.mark.shared
 @pytest.mark.slow
-@pytest.mark.parametrize("tracker", ["bytetrack", "botsort"])
+@pytest.mark.parametrize("tracker", ["bytetrack", "botsort", "ocsort", "tracktrack"])
 def test_track_matches_ultralytics_track_on_a_real_detector(tracker, shared_detect_pt, shared_detect_onnx,
                                                              shared_dir, tmp_path):
     from ultralytics import YOLO
