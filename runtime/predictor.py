@@ -56,9 +56,10 @@ class Predictor:
         if read_ahead is not None:
             warnings.warn("Predictor(read_ahead=...) has no effect any more and will be removed",
                           DeprecationWarning, stacklevel=2)
-        self.model = Model(model, PREDICT_CONF if conf is None else conf, iou, max_det, classes, agnostic, imgsz, threads, providers, batch=batch,
-                           rect=rect, multi_label=multi_label, retina_masks=retina_masks, rle_masks=rle_masks,
-                           engine=engine, precision=precision, device=device)
+        self.model = Model(model, PREDICT_CONF if conf is None else conf, iou, max_det, classes, agnostic, imgsz,
+                           threads, providers, batch=batch, rect=rect, multi_label=multi_label,
+                           retina_masks=retina_masks, rle_masks=rle_masks, engine=engine, precision=precision,
+                           device=device)
         self.pipeline = Pipeline(self.model, host_threads=1 if threads == 1 else 2)
         self._track_model = self.model if conf is not None else self.model.with_settings(conf=TRACK_CONF)
         self._persisted: dict[tuple, SourceTrackers] = {}  # track(persist=True)'s trackers, by tracker settings
