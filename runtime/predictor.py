@@ -62,7 +62,7 @@ class Predictor:
                            device=device)
         self.pipeline = Pipeline(self.model, host_threads=1 if threads == 1 else 2)
         self._track_model = self.model if conf is not None else self.model.with_settings(conf=TRACK_CONF)
-        self._persisted: dict[tuple, SourceTrackers] = {}  # track(persist=True)'s trackers, by tracker settings
+        self._persisted: dict[str, SourceTrackers] = {}  # track(persist=True)'s trackers, by tracker name or file
         self._lock = threading.Lock()
         self._latest = threading.local()  # each calling thread's latest stream, for `skipped`
 
@@ -140,7 +140,7 @@ class Predictor:
         trackers = source_trackers(tracker, persist)  # checked before any frame is read
         if persist:
             with self._lock:
-                trackers = self._persisted.setdefault((str(tracker),), trackers)
+                trackers = self._persisted.setdefault(str(tracker), trackers)
         pairs = self._pairs(source, StreamOptions(vid_stride, stream_buffer, max_frames, bool(strict), reconnect),
                             self._track_model)
         return pairs.with_items(_tracked_pairs(pairs, trackers))

@@ -16,6 +16,7 @@ from runtime.records.letterbox import plan_letterbox
 from runtime.track import source_trackers
 
 from conftest import needs_export
+from matching import box_iou
 from scenes import clip_frames, write_video
 
 NAMES = ("person", "car")
@@ -101,14 +102,6 @@ def _clip(images: list[Path], path: Path, frames_per_shot: int = 24) -> Path:
     return path
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
-
-
 @needs_export
 @pytest.mark.shared
 @pytest.mark.slow
@@ -133,7 +126,7 @@ def test_track_matches_ultralytics_track_on_a_real_detector(tracker, shared_dete
         their_total += len(ids)
         if not len(mine) or not len(ids):
             continue
-        iou = _iou(boxes, mine.xyxy)
+        iou = box_iou(boxes, mine.xyxy)
         iou[cls[:, None] != mine.class_ids[None, :]] = 0
         for i, j in zip(*np.nonzero(iou >= 0.9)):
             if iou[i, j] == iou[i].max():
