@@ -22,7 +22,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from runtime.engines import DEFAULT_ENGINE, open_engine
+from runtime.engines import open_engine
 from runtime.errors import InputError
 from runtime.heads import HeadSettings, head_for
 from runtime.records.frame import FrameInfo
@@ -73,7 +73,7 @@ class Model:
                  imgsz: int | Sequence[int] | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None, *, batch: int | None = None, rect: bool = True,
                  multi_label: bool = False, retina_masks: bool = False, rle_masks: bool = False,
-                 engine: str = DEFAULT_ENGINE, precision: str | None = None, device: str | None = None) -> None:
+                 engine: str | None = None, precision: str | None = None, device: str | None = None) -> None:
         if not 0.0 <= conf <= 1.0:
             raise InputError(f"conf must be within [0, 1], got {conf}")
         if not 0.0 <= iou <= 1.0:

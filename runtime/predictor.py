@@ -10,7 +10,6 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from runtime.engines import DEFAULT_ENGINE
 from runtime.model import Model
 from runtime.pipeline import Pipeline, ResultStream, StreamOptions, StreamStats
 from runtime.records.frame import Skipped
@@ -36,8 +35,9 @@ class Predictor:
     ``retina_masks`` gives masks at original-image resolution instead of letterbox resolution;
     ``rle_masks`` gives them as COCO RLE instead of bitmaps. ``batch`` is how many images go into
     one inference call for a dynamic-batch model (a fixed-batch model always gets its own size).
-    ``engine`` names the inference library (see :data:`runtime.engines.ENGINES`: "onnxruntime", the
-    default, or "openvino"); ``precision`` ("f32", "bf16", "f16"; None: the engine's default) and
+    ``engine`` names the inference library (see :data:`runtime.engines.ENGINES`: "onnxruntime" or
+    "openvino"; None, the default: the engine a W8A8 file was quantized for when it is installed, else
+    onnxruntime); ``precision`` ("f32", "bf16", "f16"; None: the engine's default) and
     ``device`` (OpenVINO's CPU, GPU, NPU, AUTO) are passed to it, ``threads`` sets its thread count
     and ``providers`` onnxruntime's execution providers.
     ``predict`` and ``stream`` may be called from several threads at once. The images of one batch are
@@ -51,7 +51,7 @@ class Predictor:
                  imgsz: int | Sequence[int] | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None, *, batch: int | None = None, rect: bool = True,
                  multi_label: bool = False, retina_masks: bool = False, rle_masks: bool = False,
-                 read_ahead: bool | None = None, engine: str = DEFAULT_ENGINE, precision: str | None = None,
+                 read_ahead: bool | None = None, engine: str | None = None, precision: str | None = None,
                  device: str | None = None) -> None:
         if read_ahead is not None:
             warnings.warn("Predictor(read_ahead=...) has no effect any more and will be removed",

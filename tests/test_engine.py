@@ -96,6 +96,36 @@ def test_default_engine_is_onnxruntime(tiny_detect_onnx):
     assert predictor.engine.settings["precision"] == "f32"
 
 
+def _quantized_for(src, target: str, tmp_path):
+    """A copy of ``src`` whose metadata says it was quantized for ``target`` (what engine=None reads)."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(src))
+    model.metadata_props.add(key="quantization", value=json.dumps({"target_engine": target}))
+    out = tmp_path / f"for-{target}.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
+def test_w8a8_file_runs_on_the_engine_it_was_made_for(openvino, tiny_detect_onnx, tmp_path, caplog):
+    assert Predictor(_quantized_for(tiny_detect_onnx, "openvino", tmp_path)).engine.name == "openvino"
+    assert Predictor(_quantized_for(tiny_detect_onnx, "onnxruntime", tmp_path)).engine.name == "onnxruntime"
+    # a name given wins, and the mismatch is said once
+    with caplog.at_level("WARNING"):
+        predictor = Predictor(_quantized_for(tiny_detect_onnx, "openvino", tmp_path), engine="onnxruntime")
+    assert predictor.engine.name == "onnxruntime" and "was quantized for openvino" in caplog.text
+
+
+def test_w8a8_file_falls_back_when_its_engine_is_missing(tiny_detect_onnx, tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails as if absent
+    monkeypatch.delitem(sys.modules, "runtime.engines.openvino", raising=False)
+    with caplog.at_level("WARNING"):
+        predictor = Predictor(_quantized_for(tiny_detect_onnx, "openvino", tmp_path))
+    assert predictor.engine.name == "onnxruntime" and "was quantized for openvino" in caplog.text
+
+
 def test_openvino_is_chosen_with_one_argument(openvino, tiny_detect_onnx):
     predictor = Predictor(tiny_detect_onnx, engine="openvino", precision="f32", device="CPU", threads=1)
     settings = predictor.engine.settings

@@ -248,6 +248,57 @@ def test_float_head_keeps_outputs_unrounded(random_detect_onnx, calib_dir, tmp_p
     assert q["float_head"] is True and sorted(q["excluded_nodes"]) == sorted(qz.head_nodes(random_detect_onnx))
 
 
+def test_onnxruntime_layout_runs_the_body_as_int8_kernels(random_detect_onnx, calib_dir, tmp_path):
+    """The onnxruntime preset: uint8 input read as int8 data, one scale per concat group, float head convs with
+    float activations, and every other conv fused by onnxruntime into QLinearConv."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from tools.ort_qdq import scale_groups
+
+    out = tmp_path / "ort.onnx"
+    assert qz.main([str(random_detect_onnx), "--calib", str(calib_dir), "--num", "2", "--target", "onnxruntime",
+                    "-o", str(out)]) == 0
+    model = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    # the input prologue (Cast, Div by 255, QuantizeLinear) is gone: the uint8 input is dequantized exactly
+    readers = consumers[model.graph.input[0].name]
+    assert readers and all(n.op_type == "DequantizeLinear" for n in readers)
+    for n in readers:
+        assert inits[n.input[1]] == np.float32(1 / 255) and inits[n.input[2]] == 0
+    # every concat group shares one scale: a Concat's inputs are dequantized with its output's scale
+    concats = [n for n in model.graph.node if n.op_type == "Concat"]
+    assert concats
+    for n in concats:
+        q_out = consumers[n.output[0]][0]
+        assert q_out.op_type == "QuantizeLinear"
+        for name in n.input:
+            dq = producers[name]
+            assert dq.op_type == "DequantizeLinear", n.name
+            assert inits[dq.input[1]] == inits[q_out.input[1]] and inits[dq.input[2]] == inits[q_out.input[2]]
+    assert scale_groups(model)
+    # the float convs (the head's output convs) read a dequantized tensor and nothing after them is quantized
+    quantization = json.loads({p.key: p.value for p in model.metadata_props}["quantization"])
+    float_convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name in quantization["excluded_nodes"]]
+    assert sorted(n.name for n in float_convs) == sorted(qz.head_nodes(random_detect_onnx))
+    for conv in float_convs:
+        assert all(c.op_type != "QuantizeLinear" for c in consumers.get(conv.output[0], []))
+    # onnxruntime fuses every other conv into QLinearConv
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+    fused = [n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node]
+    n_convs = sum(n.op_type == "Conv" for n in onnx.load(str(random_detect_onnx)).graph.node)
+    assert fused.count("QLinearConv") == n_convs - len(float_convs)
+    assert fused.count("Conv") == len(float_convs)
+
+
 # ---------------------------------------------------------------------------------------------------- calibration
 def test_calibration_reader_is_reiterable_and_matches_letterbox(random_detect_onnx, calib_dir):
     from runtime.records.letterbox import letterbox_into, plan_letterbox

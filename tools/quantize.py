@@ -210,8 +210,9 @@ def _run(args: argparse.Namespace) -> int:
                          report_images=args.report_images, threads=args.threads, top=args.top)
     size_f, size_q = model.stat().st_size, out.stat().st_size
     print(f"{out} ({size_q / 1e6:.1f} MB, {100 * size_q / size_f:.0f}% of float): {res.recipe.label()}, "
-          f"{len(res.calibration_images)} calibration images, {len(res.settings['excluded_nodes'])} nodes float"
-          + (f"; run it with --engine {recipe.target}" if recipe.target != "onnxruntime" else ""))
+          f"{len(res.calibration_images)} calibration images, {len(res.settings['excluded_nodes'])} nodes float")
+    print(f"made for {recipe.target} (the engine Predictor and the CLI pick for it by default); run it with:\n"
+          f"  python -m runtime.infer IMAGES --model {out}")
     return 0
 
 

@@ -6,9 +6,13 @@ Two layouts, one per engine (``Recipe.target``):
   activations quantized where they are computed (concat inputs sharing a scale), bias correction. OpenVINO runs the
   convs, splits, concats and pools as int8 (VNNI / AMX). Float: the last two convs of every keypoint and
   mask-coefficient branch (``float_tails``), the outputs int8 rounds visibly.
-* ``onnxruntime``: onnxruntime's ``quantize_static`` (QDQ on every tensor), which onnxruntime's CPU provider fuses
-  into QLinearConv / QLinearSigmoid / QLinearMul chains (u8 activations, the fast combination in its kernels), with
-  the head's per-output branches float (``float_branches``).
+* ``onnxruntime``: onnxruntime's ``quantize_static`` (QDQ on every tensor) with the range edits of
+  ``tools/ort_qdq.py`` (SiLU inputs clipped at -7, one scale per concat / split / slice / pool / resize group, the
+  uint8 input read as int8 data), which onnxruntime's CPU provider runs as QLinearConv / QLinearSigmoid / QLinearMul
+  chains with nothing requantized between convs. Float: the output convs (``float_head``: onnxruntime rounds every
+  output it quantizes, and DFL logits and keypoints do not survive it) and every keypoint / mask-coefficient branch
+  whole (``float_tails=3``), each float conv with its SiLU (quantize_static would otherwise round the tensor between
+  two float convs).
 
 Head branches are found from the graph: the nodes that feed exactly one model output (box / class / keypoint /
 mask-coefficient towers and the prototype branch). The ``recipe comparison`` table in ``tools/quantize.py`` is
@@ -26,8 +30,9 @@ import numpy as np
 
 from tools.calibration import METHODS, load_or_calibrate, load_or_collect_stats
 from tools.qdq import ActivationStats, build_conv_qdq
+from tools.ort_qdq import build_ort_qdq
 from tools.quant_model import (ModelInfo, QuantizeError, as_model, branch_nodes, branch_tail_convs, check_excludes,
-                               head_nodes, prepare_model, quiet, silu_inputs)
+                               conv_groups, head_nodes, prepare_model)
 
 TOOL_VERSION = "2"
 DEFAULT_NUM = 256
@@ -54,6 +59,7 @@ class Recipe:
     weight_symmetric: bool = True
     reduce_range: bool = False  # 7-bit weights (onnxruntime target only)
     silu_clip: float | None = None  # raise SiLU input ranges' low end to -silu_clip (onnxruntime target only)
+    shared_scales: bool = False  # one range per Concat / Split / Slice / MaxPool / Resize group (onnxruntime target only)
     float_head: bool = False  # keep the convs that produce the model outputs float
     float_branches: bool = False  # keep every node that feeds exactly one model output float (the head's branches)
     float_tails: int = 2  # keep the last N convs of every keypoint / mask-coefficient branch float
@@ -85,7 +91,8 @@ class Recipe:
                 raise QuantizeError(f"--method {self.method} needs --target onnxruntime (the openvino layout "
                                     f"calibrates with {' or '.join(STATS_METHODS)})")
             unsupported = [flag for flag, on in (("--silu-clip", self.silu_clip is not None),
-                                                 ("--reduce-range", self.reduce_range)) if on]
+                                                 ("--reduce-range", self.reduce_range),
+                                                 ("--shared-scales", self.shared_scales)) if on]
             if unsupported:
                 raise QuantizeError(f"{', '.join(unsupported)} only apply to --target onnxruntime "
                                     "(the openvino layout never quantizes SiLU inputs)")
@@ -101,6 +108,7 @@ class Recipe:
         parts = [self.target, m, w, a]
         parts += ["bc"] if self.bias_correction else []
         parts += [f"siluclip{self.silu_clip:g}"] if self.silu_clip else []
+        parts += ["sharedscales"] if self.shared_scales else []
         parts += ["floatbranches"] if self.float_branches else (["floathead"] if self.float_head else [])
         parts += [f"floattails{self.float_tails}"] if self.float_tails and not self.float_branches else []
         return "/".join(parts) + (f"+{len(self.exclude)}float" if self.exclude else "")
@@ -109,8 +117,8 @@ class Recipe:
 DEFAULT_RECIPE = Recipe()
 _PRESETS = {
     "openvino": DEFAULT_RECIPE,
-    "onnxruntime": Recipe(target="onnxruntime", silu_clip=7.0, bias_correction=False, float_head=True,
-                          float_branches=True, float_tails=0),
+    "onnxruntime": Recipe(target="onnxruntime", silu_clip=7.0, shared_scales=True, bias_correction=False,
+                          float_head=True, float_branches=False, float_tails=3),
 }
 
 
@@ -123,7 +131,8 @@ def preset(target: str) -> Recipe:
 
 def excluded_nodes(model_path: str | Path, recipe: Recipe) -> list[str]:
     """Every node the recipe keeps float: ``exclude``, the output convs (``float_head``), the head's branches
-    (``float_branches``) and the keypoint / mask-coefficient branches' last convs (``float_tails``)."""
+    (``float_branches``) and the keypoint / mask-coefficient branches' last convs (``float_tails``); for the
+    onnxruntime layout also the SiLU of every float conv."""
     names = list(recipe.exclude)
     model = as_model(model_path)  # loaded once for the three lookups
     if recipe.float_tails:
@@ -132,50 +141,12 @@ def excluded_nodes(model_path: str | Path, recipe: Recipe) -> list[str]:
         names += [n for n in head_nodes(model) if n not in names]
     if recipe.float_branches:
         names += [n for n in branch_nodes(model) if n not in names]
+    if recipe.target == "onnxruntime":
+        # quantize_static would still quantize a float conv's SiLU (QLinearSigmoid / QLinearMul) and so round the
+        # tensor between two float convs: a float conv keeps its activation float
+        groups = conv_groups(model)
+        names += [n for conv in list(names) for n in groups.get(conv, [])[1:] if n not in names]
     return names
-
-
-# ------------------------------------------------------------------------------------------- the onnxruntime layout
-def adjust_ranges(calib_cache: str | Path, pre_path: str | Path, recipe: Recipe, out_path: str | Path) -> Path:
-    """Apply range tricks of ``recipe`` to a calibration table; returns the table to quantize with.
-
-    ``silu_clip``: the low end of a SiLU input's range is raised to -silu_clip. SiLU is flat there
-    (|SiLU(x)| < 0.007 for x < -7), but minmax ranges of pre-SiLU conv outputs often reach -100, which wastes most
-    of the 8-bit levels of the conv output and of the sigmoid/mul that read it.
-    """
-    import onnx
-    from onnxruntime.quantization.calibrate import TensorData, load_tensors_data, save_tensors_data
-
-    if not recipe.silu_clip:
-        return Path(calib_cache)
-    table = load_tensors_data(calib_cache)
-    model = onnx.load(str(pre_path), load_external_data=False)
-    floor = np.float32(-recipe.silu_clip)
-    for name in silu_inputs(model):
-        if name in table:
-            td = table[name]
-            lo, hi = td.range_value
-            lo = np.maximum(np.asarray(lo, dtype=np.float32), floor).astype(np.float32)
-            table.data[name] = TensorData(lowest=lo, highest=np.asarray(hi, dtype=np.float32))
-    save_tensors_data(table, out_path)
-    return Path(out_path)
-
-
-def build_qlinear(pre_path: str | Path, calib_cache: str | Path, recipe: Recipe, out_path: str | Path) -> Path:
-    """quantize_static (QDQ) of the pre-processed model with the ranges of ``calib_cache``; no recalibration."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import load_tensors_data
-
-    act = QuantType.QUInt8 if recipe.activation_type == "u8" else QuantType.QInt8
-    calib_cache = adjust_ranges(calib_cache, pre_path, recipe, Path(out_path).with_suffix(".ranges.json"))
-    method = load_tensors_data(calib_cache).calibration_method
-    extra = {"ActivationSymmetric": recipe.activation_symmetric, "WeightSymmetric": recipe.weight_symmetric}
-    with quiet():
-        quantize_static(str(pre_path), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                        per_channel=recipe.per_channel, reduce_range=recipe.reduce_range, activation_type=act,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded_nodes(pre_path, recipe) or None,
-                        calibrate_method=method, extra_options=extra, calibration_cache_path=str(calib_cache))
-    return Path(out_path)
 
 
 # ---------------------------------------------------------------------------------------------- calibrated model
@@ -188,13 +159,19 @@ class Calibrated:
     """
 
     model_path: Path
+    input_name: str
     table: Path | None = None
     stats: ActivationStats | None = field(default=None, repr=False)
 
     def build(self, recipe: Recipe, out_path: str | Path) -> Path:
         """Write the W8A8 QDQ model of ``recipe`` (without metadata) to ``out_path``."""
         if recipe.target == "onnxruntime":
-            return build_qlinear(self.model_path, self.table, recipe, out_path)
+            return build_ort_qdq(self.model_path, self.table, out_path=out_path, input_name=self.input_name,
+                                 activation_type=recipe.activation_type,
+                                 activation_symmetric=recipe.activation_symmetric,
+                                 weight_symmetric=recipe.weight_symmetric, per_channel=recipe.per_channel,
+                                 reduce_range=recipe.reduce_range, silu_clip=recipe.silu_clip,
+                                 shared_scales=recipe.shared_scales, exclude=excluded_nodes(self.model_path, recipe))
         import onnx
 
         model = onnx.load(str(self.model_path))
@@ -223,6 +200,7 @@ def quantization_settings(recipe: Recipe, info: ModelInfo, n_images: int, model_
         "weight_symmetric": recipe.weight_symmetric,
         "reduce_range": recipe.reduce_range,
         "silu_clip": recipe.silu_clip,
+        "shared_scales": recipe.shared_scales,
         "bias_correction": recipe.bias_correction,
         "calibration_images": n_images,
         "calibration_seed": recipe.seed,
@@ -246,9 +224,9 @@ def calibrate_model(info: ModelInfo, images: Sequence[Path], recipe: Recipe, wor
         pre = prepare_model(info.path, workdir / "preprocessed.onnx")
         check_excludes(recipe.exclude, [n.name for n in onnx.load(str(pre)).graph.node], info.node_names, info.path)
         table = load_or_calibrate(pre, info, images, recipe.method, recipe.percentile, cache_dir, workdir)
-        return Calibrated(pre, table=table)
+        return Calibrated(pre, info.input_name, table=table)
     check_excludes(recipe.exclude, info.node_names, info.node_names, info.path)
-    return Calibrated(info.path, stats=load_or_collect_stats(info.path, info, images, cache_dir))
+    return Calibrated(info.path, info.input_name, stats=load_or_collect_stats(info.path, info, images, cache_dir))
 
 
 # ------------------------------------------------------------------------------------------------- CLI arguments
@@ -269,6 +247,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduce-range", action=bool_flag, default=None, help="7-bit weights (onnxruntime target)")
     p.add_argument("--silu-clip", type=float, metavar="C",
                    help="raise the low end of SiLU input ranges to -C, 0 for off (onnxruntime target; default 7)")
+    p.add_argument("--shared-scales", action=bool_flag, default=None,
+                   help="one range per Concat / Split / Slice / MaxPool / Resize group, so nothing requantizes between "
+                        "convs (onnxruntime target)")
     p.add_argument("--float-head", action=bool_flag, default=None,
                    help="keep the output convs float (default: off for openvino, on for onnxruntime)")
     p.add_argument("--float-branches", action=bool_flag, default=None,
@@ -289,7 +270,7 @@ def recipe_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> R
     base = preset(args.target)
     given = {"method": args.method, "percentile": args.percentile, "per_channel": args.per_channel,
              "activation_type": args.act_type, "activation_symmetric": args.act_symmetric,
-             "reduce_range": args.reduce_range, "float_head": args.float_head, "float_branches": args.float_branches,
+             "reduce_range": args.reduce_range, "shared_scales": args.shared_scales, "float_head": args.float_head, "float_branches": args.float_branches,
              "float_tails": args.float_tails,
              "bias_correction": args.bias_correction, "auto_exclude": args.auto_exclude}
     changes = {k: v for k, v in given.items() if v is not None}

@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
     parser.add_argument("--batch", type=int, default=None, help="images per inference call (dynamic-batch models)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
-    parser.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
-                        help=f"inference engine (default {DEFAULT_ENGINE}; openvino needs "
-                             '`pip install "yolo-edge-runtime[openvino]"`)')
+    parser.add_argument("--engine", choices=list(ENGINES), default=None,
+                        help=f"inference engine (default: the one a W8A8 file was quantized for when installed, "
+                             f"else {DEFAULT_ENGINE}; openvino needs `pip install \"yolo-edge-runtime[openvino]\"`)")
     parser.add_argument("--precision", default=None, metavar="P",
                         help="inference precision: f32, bf16 or f16 (default: the engine's own; OpenVINO picks "
                              "bf16 on CPUs that have it, onnxruntime runs f32)")

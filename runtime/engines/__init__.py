@@ -3,7 +3,7 @@ one module per library, imported only when asked for (:mod:`runtime.engines.onnx
 :mod:`runtime.engines.openvino`)."""
 
 from runtime.engines.base import (DEFAULT_ENGINE, ENGINES, EXPORT_HINT, Engine, EngineOptions, TensorInfo,
-                                  engine_class, first_line, normalize_precision, open_engine)
+                                  engine_class, engine_for_file, first_line, normalize_precision, open_engine)
 
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "EXPORT_HINT", "Engine", "EngineOptions", "TensorInfo", "engine_class",
-           "first_line", "normalize_precision", "open_engine"]
+           "engine_for_file", "first_line", "normalize_precision", "open_engine"]

@@ -16,6 +16,7 @@ asked for, so ``import runtime`` loads no inference library:
 from __future__ import annotations
 
 import importlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,16 +140,39 @@ def normalize_precision(precision: str | None) -> str | None:
     return canonical
 
 
-def open_engine(path: str | Path, engine: str = DEFAULT_ENGINE, *, threads: int | None = None,
+def engine_for_file(path: str | Path) -> str:
+    """The engine to run ``path`` on when the caller names none: the engine a W8A8 file was quantized for
+    (its ``quantization.target_engine`` metadata) when that engine is installed, else :data:`DEFAULT_ENGINE`
+    (float files, and W8A8 files whose engine is missing: the Model then warns that they run slower)."""
+    import onnx
+
+    try:
+        metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        target = json.loads(metadata.get("quantization", "{}")).get("target_engine")
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the engine that opens it
+        return DEFAULT_ENGINE
+    if not isinstance(target, str) or target not in ENGINES:
+        return DEFAULT_ENGINE
+    try:
+        engine_class(target)
+    except EngineNotInstalledError:
+        return DEFAULT_ENGINE
+    return target
+
+
+def open_engine(path: str | Path, engine: str | None = None, *, threads: int | None = None,
                 providers: Sequence[str] | None = None, precision: str | None = None, device: str | None = None,
                 cache_dir: str | Path | None = None) -> Engine:
-    """Open the ONNX file ``path`` with the engine named ``engine`` (see :data:`ENGINES`).
+    """Open the ONNX file ``path`` with the engine named ``engine`` (see :data:`ENGINES`; None: the one
+    :func:`engine_for_file` picks).
 
     Options an engine cannot honour (providers on OpenVINO, a bf16 precision on onnxruntime) are
     refused with InputError. A missing or unloadable file raises ModelError naming it.
     """
-    cls = engine_class(engine)
     path = Path(path)
+    if engine is None:
+        engine = engine_for_file(path) if path.is_file() else DEFAULT_ENGINE
+    cls = engine_class(engine)
     if threads is not None and threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
     options = EngineOptions(None if threads is None else int(threads),
