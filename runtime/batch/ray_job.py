@@ -88,9 +88,10 @@ class InputRunner:
 
 def run_on_ray(job: BatchJob, address: str | None = None, *, progress: bool = True,
                on_outcome: Callable[[Outcome], None] | None = None,
-               stop: threading.Event | None = None) -> JobReport:
+               stop: threading.Event | None = None, inputs_per_task: int = INPUTS_PER_TASK) -> JobReport:
     """Run ``job`` on Ray Data (the cluster at ``address``, a local one, or the one this process is connected
-    to) and return what it did. ``job.workers`` actors of ``job.threads`` CPUs (default 1) each."""
+    to) and return what it did. ``job.workers`` actors of ``job.threads`` CPUs (default 1) each, given at most
+    ``inputs_per_task`` inputs per call."""
     inputs = resolve_batch_inputs(job.source)
     make_predictor(job.model, job.options, 1)  # a bad model or option is one clear error here, not in every actor
     out = OutputFolder(job.out, job.format, job.description())
@@ -98,7 +99,7 @@ def run_on_ray(job: BatchJob, address: str | None = None, *, progress: bool = Tr
     report = JobReport(inputs=len(inputs), done_before=len(inputs) - len(todo))
     started = start_ray(address)
     try:
-        return write_outcomes(_outcomes(job, todo), out, todo, report, job.shard_size, progress=progress,
+        return write_outcomes(_outcomes(job, todo, inputs_per_task), out, todo, report, job.shard_size, progress=progress,
                               on_outcome=on_outcome, stop=stop)
     finally:
         if started:
@@ -107,7 +108,7 @@ def run_on_ray(job: BatchJob, address: str | None = None, *, progress: bool = Tr
             ray.shutdown()
 
 
-def _outcomes(job: BatchJob, todo: list[BatchInput]) -> Iterator[Outcome]:
+def _outcomes(job: BatchJob, todo: list[BatchInput], inputs_per_task: int) -> Iterator[Outcome]:
     if not todo:
         return
     import ray
@@ -118,7 +119,7 @@ def _outcomes(job: BatchJob, todo: list[BatchInput]) -> Iterator[Outcome]:
     context.print_on_execution_start = False
     threads = job.threads or 1
     workers = job.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
-    per_task = max(1, min(INPUTS_PER_TASK, math.ceil(len(todo) / workers)))
+    per_task = max(1, min(inputs_per_task, math.ceil(len(todo) / workers)))
     rows = [{"source": inp.source, "kind": inp.kind} for inp in todo]
     dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_task))
     dataset = dataset.map_batches(
