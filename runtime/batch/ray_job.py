@@ -114,6 +114,7 @@ def _outcomes(job: BatchJob, todo: list[BatchInput], inputs_per_task: int) -> It
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its execution plans and progress lines; errors show
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the job shows its own bar, in images/s
     context.print_on_execution_start = False
