@@ -117,21 +117,26 @@ def _url_list(fs, path: str, url: str) -> list[BatchInput]:
     return out
 
 
+def fetch(inp: BatchInput, folder: str | Path, name: str = "input") -> str:
+    """Copy a URL's file into ``folder`` as ``name`` + its suffix; the local path. InputError naming the URL when
+    it cannot be read."""
+    fs, path = _filesystem(inp.source)
+    target = str(Path(folder) / (name + PurePosixPath(path).suffix))
+    try:
+        fs.get_file(path, target)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{inp.source}: cannot be fetched ({exc})") from None
+    return target
+
+
 @contextmanager
 def local_copy(inp: BatchInput) -> Iterator[str]:
-    """A local path holding ``inp``'s bytes: its own path, or a temporary copy of a URL's file (removed after).
-    An unreadable URL raises InputError naming it."""
+    """A local path holding ``inp``'s bytes: its own path, or a temporary copy of a URL's file (removed after)."""
     if not inp.is_url:
         yield inp.source
         return
-    fs, path = _filesystem(inp.source)
     folder = tempfile.mkdtemp(prefix="yolo-batch-")
-    target = str(Path(folder) / ("input" + PurePosixPath(path).suffix))
     try:
-        try:
-            fs.get_file(path, target)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{inp.source}: cannot be fetched ({exc})") from None
-        yield target
+        yield fetch(inp, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -7,18 +7,21 @@ same records for the same inputs.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import functools
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from runtime.batch.inputs import BatchInput, local_copy
+from runtime.batch.inputs import BatchInput, fetch
 from runtime.errors import InputError
 from runtime.predictor import Predictor
 from runtime.records.coco import frame_record
 from runtime.records.result import Result
 
 # Predictor options a job takes (the CLI's names); masks are always at image resolution, as the CLI's.
+FETCHERS = 8  # URLs fetched at once
 PREDICTOR_OPTIONS = ("conf", "iou", "imgsz", "classes", "max_det", "agnostic", "batch", "engine", "precision",
                      "device")
 
@@ -51,19 +54,29 @@ def record_of(result: Result, source: str) -> dict:
 
 
 def run_inputs(predictor: Predictor, inputs: Sequence[BatchInput], vid_stride: int = 1) -> Iterator[Outcome]:
-    """One Outcome per input, in order, as each finishes; URLs are fetched to temporary files first."""
-    with ExitStack() as stack:
+    """One Outcome per input, as each finishes; URLs are first fetched to a temporary folder, FETCHERS at a
+    time (those that cannot be fetched come first, as skipped)."""
+    with tempfile.TemporaryDirectory(prefix="yolo-batch-") as folder:
+        urls = [(k, inp) for k, inp in enumerate(inputs) if inp.is_url]
+        with ThreadPoolExecutor(max_workers=FETCHERS) as pool:
+            fetched = dict(zip((k for k, _ in urls), pool.map(functools.partial(_try_fetch, folder), urls)))
         by_path: dict[str, BatchInput] = {}
-        for inp in inputs:
-            try:
-                path = stack.enter_context(local_copy(inp))
-            except InputError as exc:
-                yield Outcome(inp.source, inp.kind, skipped=str(exc))
-                continue
-            by_path[path] = inp
-        if not by_path:
-            return
-        yield from _grouped(predictor, by_path, vid_stride)
+        for k, inp in enumerate(inputs):
+            path = fetched.get(k, inp.source)
+            if isinstance(path, InputError):
+                yield Outcome(inp.source, inp.kind, skipped=str(path))
+            else:
+                by_path[path] = inp
+        if by_path:
+            yield from _grouped(predictor, by_path, vid_stride)
+
+
+def _try_fetch(folder: str, item: tuple[int, BatchInput]) -> str | InputError:
+    k, inp = item
+    try:
+        return fetch(inp, folder, f"input{k}")
+    except InputError as exc:
+        return exc
 
 
 def _grouped(predictor: Predictor, by_path: dict[str, BatchInput], vid_stride: int) -> Iterator[Outcome]:
