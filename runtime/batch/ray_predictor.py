@@ -113,7 +113,7 @@ def read_media(source: str | Path, vid_stride: int = 1, frames_per_block: int = 
 
     inputs = resolve_batch_inputs(source)
     rows = [{"source": inp.source, "kind": inp.kind} for inp in inputs]
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+    dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), 1024))  # rows are decoded one by one
     return dataset.map_batches(_decode_inputs, batch_size=1, batch_format="pyarrow",
                                fn_kwargs={"vid_stride": vid_stride, "frames_per_block": frames_per_block})
 

@@ -20,8 +20,8 @@ from runtime.predictor import Predictor
 from runtime.records.coco import frame_record
 from runtime.records.result import Result
 
-# Predictor options a job takes (the CLI's names); masks are always at image resolution, as the CLI's.
 FETCHERS = 8  # URLs fetched at once
+# Predictor options a job takes (the CLI's names); masks are always at image resolution, as the CLI's.
 PREDICTOR_OPTIONS = ("conf", "iou", "imgsz", "classes", "max_det", "agnostic", "batch", "engine", "precision",
                      "device")
 
@@ -58,15 +58,17 @@ def run_inputs(predictor: Predictor, inputs: Sequence[BatchInput], vid_stride: i
     time (those that cannot be fetched come first, as skipped)."""
     with tempfile.TemporaryDirectory(prefix="yolo-batch-") as folder:
         urls = [(k, inp) for k, inp in enumerate(inputs) if inp.is_url]
-        with ThreadPoolExecutor(max_workers=FETCHERS) as pool:
-            fetched = dict(zip((k for k, _ in urls), pool.map(functools.partial(_try_fetch, folder), urls)))
+        fetched: dict[int, str | InputError] = {}
+        if urls:
+            with ThreadPoolExecutor(max_workers=min(FETCHERS, len(urls))) as pool:
+                fetched = dict(zip((k for k, _ in urls), pool.map(functools.partial(_try_fetch, folder), urls)))
         by_path: dict[str, BatchInput] = {}
         for k, inp in enumerate(inputs):
             path = fetched.get(k, inp.source)
             if isinstance(path, InputError):
                 yield Outcome(inp.source, inp.kind, skipped=str(path))
             else:
-                by_path[path] = inp
+                by_path[str(Path(path))] = inp  # as the pipeline names it (``./a.jpg`` is ``a.jpg``)
         if by_path:
             yield from _grouped(predictor, by_path, vid_stride)
 
