@@ -50,16 +50,22 @@ def assigned_cpus(default: int = 1) -> int:
 
 
 class ModelFile:
-    """A model's bytes, written to a local temporary file where an actor runs (nodes need no shared disk)."""
+    """A model's bytes, put into Ray's object store once by the driver and written to a local temporary file
+    where an actor runs, so nodes need no shared disk. (A reference, not the bytes, goes into each actor's
+    constructor arguments, which Ray keeps to restart the actor.)"""
 
     def __init__(self, path: Path) -> None:
-        self.name, self.data = Path(path).name, Path(path).read_bytes()
+        import ray
+
+        self.name, self.ref = Path(path).name, ray.put(Path(path).read_bytes())
 
     def materialise(self) -> str:
+        import ray
+
         folder = tempfile.mkdtemp(prefix="yolo-model-")
         target = os.path.join(folder, self.name)
         with open(target, "wb") as handle:
-            handle.write(self.data)
+            handle.write(ray.get(self.ref))
         return target
 
 
