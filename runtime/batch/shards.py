@@ -13,6 +13,7 @@ records would not match the ones already written. ``DIR/skipped.jsonl``: one lin
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -103,11 +104,8 @@ class OutputFolder:
     def __init__(self, folder: Path, fmt: str, job: dict[str, Any]) -> None:
         if fmt not in FORMATS:
             raise InputError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
-        if fmt == "parquet":
-            try:
-                import pyarrow.parquet  # noqa: F401
-            except ImportError:
-                raise InputError(PARQUET_HINT) from None
+        if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+            raise InputError(PARQUET_HINT)
         self.folder, self.fmt = Path(folder), fmt
         if self.folder.exists() and not self.folder.is_dir():
             raise InputError(f"{self.folder}: --out must be a folder, and this is a file")
