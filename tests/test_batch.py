@@ -188,3 +188,26 @@ def test_batch_modules_import_no_ray():
             "runtime.batch.ray_predictor; print([m for m in ('ray', 'torch', 'ultralytics') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_stop_while_an_input_is_written_leaves_no_part_of_it(media, tiny_detect_onnx, cli_records, tmp_path,
+                                                                monkeypatch):
+    from runtime.batch import shards
+
+    add = shards.ShardWriter.add
+
+    def add_then_stop(self, records) -> None:
+        records = list(records)
+        if records[0]["source"].endswith("clip.mp4"):
+            add(self, records[:2])
+            raise KeyboardInterrupt
+        add(self, records)
+
+    out = tmp_path / "out"
+    job = BatchJob(str(media), tiny_detect_onnx, out, "jsonl", shard_size=2)
+    monkeypatch.setattr(shards.ShardWriter, "add", add_then_stop)
+    assert run_local(job, progress=False).interrupted
+    assert not [line for line in shard_records(out) if "clip.mp4" in line] and not list(out.glob(".*.tmp"))
+    monkeypatch.setattr(shards.ShardWriter, "add", add)
+    run_local(job, progress=False)
+    assert shard_records(out) == cli_records("detect")

@@ -73,8 +73,9 @@ def write_outcomes(outcomes: Iterable[Outcome], out: OutputFolder, todo: Sequenc
     """Write the outcomes of ``todo`` into shards as they come, each input whole and once (an outcome for an
     input already written, as a retried task may send, is dropped); then the skipped list: this run's skips
     and the earlier ones of inputs already written. ``stop`` set (after an input) or a KeyboardInterrupt ends the
-    run early: the open shard is closed, as it holds complete inputs only (one interrupted while an input was
-    being added is removed instead: its inputs run again next time). ``on_outcome`` is called after each input."""
+    run early: the open shard is closed, as it holds complete inputs only (one that an interrupt or an error hit
+    while an input was being added is removed instead: its inputs run again next time). ``on_outcome`` is called
+    after each input."""
     from tqdm import tqdm
 
     wanted = {inp.source for inp in todo}
@@ -97,8 +98,8 @@ def write_outcomes(outcomes: Iterable[Outcome], out: OutputFolder, todo: Sequenc
                 adding = False
                 report.records += len(outcome.records)
                 if writer.records >= shard_size:
-                    report.shards.append(writer.close())
-                    writer = None
+                    full, writer = writer, None
+                    report.shards.append(full.close())
             if outcome.skipped is not None:
                 skips.append({"source": outcome.source, "reason": outcome.skipped})
             bar.update(len(outcome.records))
@@ -109,11 +110,13 @@ def write_outcomes(outcomes: Iterable[Outcome], out: OutputFolder, todo: Sequenc
             if stop is not None and stop.is_set():
                 report.interrupted = True
                 break
-    except KeyboardInterrupt:
-        report.interrupted = True
-        if adding:
+    except BaseException as exc:
+        if adding:  # the shard holds part of an input: it goes, and its inputs run again next time
             writer.abort()
             writer = None
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
+        report.interrupted = True
     finally:
         if writer is not None:
             report.shards.append(writer.close())
