@@ -85,7 +85,8 @@ class InputRunner:
     def __call__(self, batch):
         import pyarrow as pa
 
-        inputs = [BatchInput(s, k) for s, k in zip(batch.column("source").to_pylist(), batch.column("kind").to_pylist())]
+        sources, kinds = batch.column("source").to_pylist(), batch.column("kind").to_pylist()
+        inputs = [BatchInput(source, kind) for source, kind in zip(sources, kinds)]
         outcomes = list(run_inputs(self.predictor, inputs, self.vid_stride))
         return pa.table({"source": [o.source for o in outcomes], "kind": [o.kind for o in outcomes],
                          "records": [json.dumps(o.records) for o in outcomes],
@@ -105,8 +106,8 @@ def run_on_ray(job: BatchJob, address: str | None = None, *, progress: bool = Tr
     report = JobReport(inputs=len(inputs), done_before=len(inputs) - len(todo))
     started = start_ray(address)
     try:
-        return write_outcomes(_outcomes(job, todo, inputs_per_task), out, todo, report, job.shard_size, progress=progress,
-                              on_outcome=on_outcome, stop=stop)
+        return write_outcomes(_outcomes(job, todo, inputs_per_task), out, todo, report, job.shard_size,
+                              progress=progress, on_outcome=on_outcome, stop=stop)
     finally:
         if started:
             import ray
