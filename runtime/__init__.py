@@ -15,7 +15,8 @@ The package by stage, each importing only the ones above it (``tests/test_layers
 * :mod:`runtime.io` -- sources, reading images, videos and streams, writing files and videos;
 * :mod:`runtime.pipeline` -- Pipeline: a Model on threads over sources;
 * :mod:`runtime.predictor` -- Predictor, the facade;
-* :mod:`runtime.cli` -- ``python -m runtime.infer``: outputs, drawing.
+* :mod:`runtime.cli` -- ``python -m runtime.infer``: outputs, drawing;
+* :mod:`runtime.batch` -- ``python -m runtime.batch``: resumable batch jobs, here or on Ray (imported on demand).
 """
 
 from runtime.errors import EngineNotInstalledError, InputError, ModelError, StreamError, YoloRuntimeError

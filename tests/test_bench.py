@@ -270,3 +270,18 @@ def test_latency_video_errors(tmp_path, random_seg_onnx, capsys):
     assert "bad.mp4: cannot be read as a video" in capsys.readouterr().err
     assert latency.main(["--model", str(random_seg_onnx), "--live-fps", "30"]) == 2
     assert "--live-fps needs --video" in capsys.readouterr().err
+
+
+def test_batch_bench_report(tiny_detect_onnx, pictures, tmp_path):
+    from bench import batch
+
+    out = tmp_path / "batch.json"
+    assert batch.main(["--model", str(tiny_detect_onnx), "--images", str(pictures[0].parent), "--modes", "local",
+                       "--copies", "2", "--repeat", "1", "--format", "jsonl", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    _check_machine(report["machine"])
+    assert report["images"] == 2 * len(pictures)
+    (run,) = report["runs"]
+    assert run["mode"] == "local" and run["records"] == report["images"] and run["skipped"] == 0
+    assert _number(run["images_per_s"]) and 0 < run["first_result_s"] <= run["wall_s"]
+    assert "ray_vs_local" not in report  # one mode: no ratio

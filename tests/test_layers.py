@@ -24,6 +24,7 @@ ALLOWED = {
     "pipeline": {"errors", "records", "io", "model"},
     "predictor": {"errors", "records", "io", "engines", "model", "pipeline", "track"},
     "cli": {"errors", "kernels", "records", "engines", "io", "model", "pipeline", "predictor", "track"},
+    "batch": {"errors", "kernels", "records", "engines", "io", "model", "pipeline", "predictor", "track", "cli"},
     "infer": {"cli"},
 }
 
