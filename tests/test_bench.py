@@ -285,3 +285,14 @@ def test_batch_bench_report(tiny_detect_onnx, pictures, tmp_path):
     assert run["mode"] == "local" and run["records"] == report["images"] and run["skipped"] == 0
     assert _number(run["images_per_s"]) and 0 < run["first_result_s"] <= run["wall_s"]
     assert "ray_vs_local" not in report  # one mode: no ratio
+
+
+def test_ort_profile_sums_kernel_time_by_operator(tiny_detect_onnx, capsys):
+    from bench import ort_profile
+
+    median, by_type, by_node = ort_profile.profile(tiny_detect_onnx, runs=2, threads=1)
+    assert median > 0 and "Conv" in by_type
+    assert abs(sum(by_type.values()) - sum(by_node.values())) < 1e-6 * max(1.0, sum(by_type.values()))
+    assert ort_profile.main([str(tiny_detect_onnx), "--runs", "1", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "kernel time" in out and "Conv" in out

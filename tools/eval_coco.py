@@ -550,7 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
                    help="letterbox size N or H W (default: the model's own; a fixed-input model only takes its size)")
     p.add_argument("--batch", type=int, default=None, help="images per inference call (dynamic-batch models)")
-    p.add_argument("--engine", default=None, help="inference engine passed to runtime.Predictor (default: its own)")
+    p.add_argument("--engine", default=None,
+                   help="inference engine for every model (default: each model's own: the engine a W8A8 file was "
+                        "quantized for, onnxruntime for float files)")
     p.add_argument("--precision", default=None, help="precision passed to runtime.Predictor (default: its own)")
     p.add_argument("--reference-pt", default=None, metavar="PT",
                    help="with --ann: add a row from ultralytics YOLO(PT).predict with the same settings and letterbox "

@@ -18,12 +18,35 @@ sensitivity analysis (``tools/sensitivity.py``) and the report (``tools/quant_re
 float model's metadata and adds ``quantization`` (JSON, with ``target_engine``). It is written to a temporary file
 and renamed into place, so a failed run never leaves a half-written model. Errors print one line and exit with 2.
 
-Run the default (openvino) file with ``Predictor(..., engine="openvino")`` / ``--engine openvino``: onnxruntime
-runs it too, with the same accuracy (0.7659 / 0.5794 on the pose set below; outputs differ by 2-5% between
-the engines, which round differently), but computes its convs in float (slower than the float model there; the
-Predictor warns).
+The file's metadata says which engine it was made for (``quantization.target_engine``); ``Predictor`` and the CLI run
+it there by default. Each engine also runs the other's file with the same accuracy, but slower: onnxruntime computes
+the openvino layout's convs in float (slower than the float model; the Predictor warns).
 
-Recipe comparison (yolo11n-pose, real float weights; calibration on ../shared/coco/train2017, 256 images, seed 0
+onnxruntime target (``--target onnxruntime``; yolo11n-pose, same calibration; box / OKS mAP50-95 computed by
+onnxruntime on the first 150 images of the pose set, float 0.7805 / 0.6337, then the whole set for the chosen one):
+
+================================================================================  ======  ======
+recipe (quantize_static QDQ, u8 asym activations, SiLU inputs clipped at -7)      box     OKS
+================================================================================  ======  ======
+every head branch float (the previous default; 1.25x onnxruntime float)           0.7767  0.6248
+  + one scale per concat / split / slice / pool / resize group                    0.7768  0.6276
+every conv int8 but the keypoint branches' last two, shared scales                0.6784  0.4605
+  (u8 outputs; all 495 images, float 0.7666 / 0.5827)
+  + the output convs float                                                        0.7749  0.5989
+  + the SiLU of each keypoint branch's first conv float                           0.7749  0.6098
+  + class branches float                                                          0.7749  0.6062
+  + class and box branches float                                                  0.7768  0.6063
+output convs and keypoint branches' last two convs float, with their SiLUs        0.7749  0.6162
+output convs and whole keypoint branches float, with their SiLUs (default)        0.7749  0.6302
+================================================================================  ======  ======
+
+Two things decide it. onnxruntime quantizes every tensor, the outputs included: u8 DFL logits and keypoints lose 8
+box / 12 OKS points, so the output convs stay float. And quantize_static still rounds the SiLU of a conv it leaves
+float, so a float conv keeps its SiLU float; with that, the keypoint branch's middle tensor (the one the openvino
+layout keeps float too) is unrounded. Float keypoint / mask-coefficient branches cost about a quarter of the int8
+model's time; the rest is QLinearConv (about half) and the SiLU's QLinearSigmoid + QLinearMul (about a sixth).
+
+OpenVINO target (the default). Recipe comparison (yolo11n-pose, real float weights; calibration on ../shared/coco/train2017, 256 images, seed 0
 unless stated; person box / keypoint OKS mAP50-95 on the 495 images of ../shared/coco/val2017-pose with
 ``tools/eval_coco.py --engine openvino``; float 0.7666 / 0.5827; OpenVINO latency at batch 1, 640, on a 2-vCPU AMD
 EPYC with AVX-512 VNNI, relative to NNCF's file in alternating rounds):
