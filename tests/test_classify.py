@@ -39,11 +39,12 @@ def tiny_classifier(path: Path, imgsz: tuple[int, int] | None = (64, 64), names=
              numpy_helper.from_array(rng.standard_normal(features).astype(np.float32) * 0.1, "b"),
              numpy_helper.from_array(rng.standard_normal((nc, features)).astype(np.float32) * 0.5, "fc.w"),
              numpy_helper.from_array(rng.standard_normal(nc).astype(np.float32), "fc.b")]
-    nodes = [helper.make_node("Conv", ["images", "w", "b"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["conv"], ["relu"]),
-             helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
-             helper.make_node("Flatten", ["pool"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], [LOGITS_NAME], transB=1)]
+    nodes = [helper.make_node("Conv", ["images", "w", "b"], ["conv"], name="conv", kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["relu"], ["pool"], name="pool"),
+             helper.make_node("Flatten", ["pool"], ["flat"], name="flat"),
+             helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], [LOGITS_NAME], name="fc", transB=1)]
     graph = helper.make_graph(nodes, "tiny-cls", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
                                                                                 ["batch", 3, *hw])],
                               [helper.make_tensor_value_info(LOGITS_NAME, TensorProto.FLOAT, ["batch", nc])], inits)
@@ -391,3 +392,60 @@ def test_openvino_f32_gives_the_same_results(classifier_onnx, shared_dir):
         other = Predictor(onnx_path, batch=2, engine="openvino", precision="f32").predict(images)
         for path, a, b in zip(images, reference, other):
             assert_probs_match(a.probs, b.probs, f"{cfg} {source} openvino {Path(path).name}")
+
+
+# ------------------------------------------------------------------------------------------------------- W8A8
+def test_calibration_inputs_are_the_predictors(tiny_cls, tmp_path):
+    """The quantizer calibrates on exactly the tensors the Predictor feeds a classifier (centre crop, not letterbox)."""
+    from tools.calibration import preprocess_image
+    from tools.quant_model import inspect_float_model
+
+    info = inspect_float_model(tiny_cls)
+    assert info.preprocess == "center_crop" and info.output_names == ("logits",)
+    path = tmp_path / "p.png"
+    cv2.imwrite(str(path), picture(300, 451, 9))
+    want = Model(tiny_cls).prepare([cv2.imread(str(path))]).tensor[0]
+    np.testing.assert_array_equal(preprocess_image(path, info.input_hw, info.input_dtype, info.preprocess), want)
+
+
+@pytest.mark.parametrize("target", ["openvino", "onnxruntime"])
+def test_quantized_tiny_classifier_keeps_its_classes(tiny_cls, tmp_path, target):
+    from tools.quantize import main as quantize
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for k in range(12):
+        cv2.imwrite(str(calib / f"{k}.png"), picture(200 + 10 * k, 300, seed=40 + k))
+    out = tmp_path / f"w8a8-{target}.onnx"
+    assert quantize([str(tiny_cls), "--calib", str(calib), "--num", "12", "--target", target, "-o", str(out)]) == 0
+    images = [picture(240, 320, seed=200 + k) for k in range(8)]
+    float_results, int8_results = Predictor(tiny_cls).predict(images), Predictor(out).predict(images)
+    assert Predictor(out).model.spec.task == "classify"
+    agree = np.mean([a.top1 == b.top1 for a, b in zip(float_results, int8_results)])
+    gap = max(float(np.abs(a.probs - b.probs).max()) for a, b in zip(float_results, int8_results))
+    assert agree >= 7 / 8 and gap < 0.1
+
+
+@needs_export
+@pytest.mark.slow
+def test_w8a8_of_a_classifier_with_a_trained_backbone_agrees_with_float(shared_dir, tmp_path):
+    """On COCO images: calibration on train2017, agreement measured on val2017 (label-free)."""
+    from classify_models import classifier_with_backbone, save_classifier
+    from tools.eval_classify import agreement
+    from tools.export import export_truncated
+    from tools.quantize import main as quantize
+
+    detector = shared_dir / "models" / "yolov8n.pt"
+    calib = shared_dir / "coco" / "train2017"
+    if not detector.is_file() or not calib.is_dir():
+        pytest.skip(f"needs {detector} and {calib}")
+    pt = save_classifier(classifier_with_backbone("yolov8n-cls.yaml", detector), tmp_path / "bb.pt")
+    float_onnx = export_truncated(pt, tmp_path / "bb.onnx")
+    out = tmp_path / "bb-w8a8.onnx"
+    assert quantize([str(float_onnx), "--calib", str(calib), "--num", "64", "-o", str(out)]) == 0
+    images = [str(p) for p in parity_images(shared_dir, 40)]
+    want = np.stack([r.probs for r in Predictor(float_onnx, batch=8).predict(images)])
+    got = np.stack([r.probs for r in Predictor(out, batch=8).predict(images)])
+    top1, top5 = agreement(got, want)
+    assert len(set(want.argmax(1).tolist())) >= 3, "the classifier must spread its images over several classes"
+    assert top1 >= 0.9 and top5 >= 0.95, (top1, top5)

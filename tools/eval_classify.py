@@ -116,6 +116,15 @@ def agreement(probs: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return float(np.mean(ours[:, 0] == theirs[:, 0])), float(np.mean(overlap))
 
 
+def classify_fidelity(reference, candidate, paths: Sequence[Path]) -> dict:
+    """Top-1 agreement and top-5 overlap of the Predictor ``candidate`` with the Predictor ``reference`` on
+    ``paths`` (for the quantization report)."""
+    want = np.stack([r.probs for r in reference.predict([str(p) for p in paths])])
+    got = np.stack([r.probs for r in candidate.predict([str(p) for p in paths])])
+    a1, a5 = agreement(got, want)
+    return {"top1_agreement": a1, "top5_overlap": a5, "images": len(paths)}
+
+
 def our_probs(model: Path, paths: Sequence[Path], imgsz, batch: int, engine: str, precision: str | None) -> np.ndarray:
     """(n, nc) probabilities of our Predictor on ``paths``, in order."""
     from runtime import Predictor
