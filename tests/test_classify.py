@@ -101,6 +101,7 @@ def test_rectangular_target_resizes_to_it_without_a_crop():
     assert plan.resized_hw == (160, 224) and (plan.crop_top, plan.crop_left) == (0, 0)
 
 
+@needs_packages("PIL")
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 @pytest.mark.parametrize("src_hw, target_hw", [((480, 640), (224, 224)), ((427, 640), (64, 64)), ((500, 333), (96, 96)),
                                                ((90, 120), (160, 160)), ((300, 200), (64, 96))])
@@ -120,6 +121,45 @@ def test_preprocessing_is_pillows_resize_then_the_centre_crop(src_hw, target_hw,
     np.testing.assert_array_equal(out, want)
 
 
+@needs_packages("PIL")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_resize_crop_kernel_is_pillow_bit_for_bit(seed):
+    """Random sizes up and down (both orders of Pillow's passes, the boundary between them included), random crops,
+    random and smooth pictures: the kernel equals the installed Pillow's resize then the crop."""
+    from PIL import Image
+
+    from runtime.kernels.resample import pillow_vertical_first, resize_crop_into
+
+    rng = np.random.default_rng(seed)
+    orders = set()
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(2, 700, 2))
+        rh, rw = (int(v) for v in rng.integers(1, 500, 2))
+        if rng.random() < 0.2 and min(h, w) > 6:  # on the boundary of Pillow's choice of order
+            shrink_w = int(rng.integers(0, w // 3))
+            rw, rh = w - shrink_w, max(1, h - 2 * shrink_w + int(rng.integers(-1, 2)))
+        th, tw = int(rng.integers(1, rh + 1)), int(rng.integers(1, rw + 1))
+        top, left = int(rng.integers(0, rh - th + 1)), int(rng.integers(0, rw - tw + 1))
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if rng.random() < 0.5:
+            image = cv2.GaussianBlur(image, (0, 0), 2)
+        want = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR))[top:top + th, left:left + tw]
+        want = want[..., ::-1].transpose(2, 0, 1)
+        out = np.empty((3, th, tw), np.uint8)
+        resize_crop_into(image, (rh, rw), top, left, out)
+        np.testing.assert_array_equal(out, want, err_msg=f"{(h, w)} -> {(rh, rw)}, crop {(top, left, th, tw)}")
+        orders.add(pillow_vertical_first((h, w), (rh, rw)))
+    assert orders == {True, False}
+
+
+def test_resize_crop_kernel_refuses_a_crop_outside_the_image():
+    from runtime.kernels.resample import resize_crop_into
+
+    with pytest.raises(ValueError, match="does not fit the resized 100x120 image"):
+        resize_crop_into(picture(50, 60), (100, 120), 90, 0, np.empty((3, 20, 20), np.uint8))
+
+
+@needs_packages("PIL")
 def test_opencv_would_not_do(tmp_path):
     """Why Pillow: OpenCV's area and bilinear resizes differ from Pillow's filter on a downscale."""
     from PIL import Image

@@ -5,9 +5,9 @@ This is ``ultralytics.data.augment.classify_transforms`` as ``ClassificationPred
 (torchvision ``Resize`` + ``CenterCrop`` on a PIL image of the BGR array; the mean is 0 and the std 1).
 A square input size resizes the shorter side (the longer one to ``int(size * long / short)``) and crops
 the centre (offsets rounded half to even); a rectangular one resizes to exactly that size (no crop),
-as torchvision does. Pillow does the resampling: its filter (support scaled with the reduction, 22-bit
-fixed-point coefficients, horizontal pass first) is what the predictor's values come from, and neither
-OpenCV's ``INTER_LINEAR`` nor ``INTER_AREA`` reproduces it.
+as torchvision does. The resampling is Pillow's filter reproduced bit for bit (:mod:`runtime.kernels.resample`:
+support scaled with the reduction, 22-bit fixed-point weights, Pillow's order of the two passes), computed only
+for the crop; neither OpenCV's ``INTER_LINEAR`` nor ``INTER_AREA`` gives the predictor's values.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.kernels._preprocess import pack_bgr_to_chw
-
-_NO_PAD_FLOAT = np.float32(0)
-_NO_PAD_UINT8 = np.uint8(0)
+from runtime.kernels.resample import resize_crop_into
 
 
 @dataclass(frozen=True)
@@ -50,16 +47,6 @@ def plan_center_crop(src_hw: tuple[int, int], target_hw: tuple[int, int]) -> Cen
     return CenterCrop((h, w), (th, tw), (new_h, new_w), top, left)
 
 
-def resize_like_pillow(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """(h, w, 3) uint8 resized to ``size_hw`` by Pillow's antialiased bilinear filter. Channels resample
-    independently, so a BGR array comes back BGR."""
-    from PIL import Image  # imported on first use: only classifiers need it
-
-    if image.shape[:2] == tuple(size_hw):
-        return image
-    return np.asarray(Image.fromarray(image).resize((int(size_hw[1]), int(size_hw[0])), Image.BILINEAR))
-
-
 def center_crop_into(image_bgr: np.ndarray, plan: CenterCrop, out_chw: np.ndarray) -> None:
     """Write the resized, centre-cropped RGB image into ``out_chw`` (3, H, W): uint8 0..255 or float32 0..1
     (bit-identical to ``uint8 -> float / 255``). ``image_bgr`` is (h, w, 3) uint8 as OpenCV reads it."""
@@ -69,8 +56,4 @@ def center_crop_into(image_bgr: np.ndarray, plan: CenterCrop, out_chw: np.ndarra
                          f"got {out_chw.dtype} {out_chw.shape}")
     if image_bgr.shape[:2] != plan.src_hw or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"image must be ({plan.src_hw[0]}, {plan.src_hw[1]}, 3), got {image_bgr.shape}")
-    resized = resize_like_pillow(np.ascontiguousarray(image_bgr, dtype=np.uint8), plan.resized_hw)
-    th, tw = plan.dst_hw
-    crop = resized[plan.crop_top:plan.crop_top + th, plan.crop_left:plan.crop_left + tw]
-    pad = _NO_PAD_FLOAT if out_chw.dtype == np.float32 else _NO_PAD_UINT8
-    pack_bgr_to_chw(np.ascontiguousarray(crop), out_chw, 0, 0, pad)
+    resize_crop_into(image_bgr, plan.resized_hw, plan.crop_top, plan.crop_left, out_chw)
