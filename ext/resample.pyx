@@ -23,6 +23,7 @@ cdef extern from *:
     """
     #include <stddef.h>
     #include <stdint.h>
+    #include <string.h>
     #include "isa_clones.h"
 
     #define RESAMPLE_BITS 22
@@ -35,24 +36,42 @@ cdef extern from *:
     }
 
     /* Rows [row0, row0 + n) of the BGR image (n <= 16), columns [col0, col0 + ncols), into planes
-       t[c][x][r] (column-major, 16 rows per column). */
+       t[c][x][r] (column-major, 16 rows per column); 4 rows at a time, so each row is read sequentially and
+       each column's 16 bytes are written together. */
     AVX2_CLONES static void resample_transpose(const uint8_t* src, ptrdiff_t pitch, ptrdiff_t row0, ptrdiff_t n,
                                                ptrdiff_t col0, ptrdiff_t ncols, uint8_t* t) {
-        for (ptrdiff_t r = 0; r < n; r++) {
+        uint8_t* t0 = t;
+        uint8_t* t1 = t + ncols * RESAMPLE_BLOCK;
+        uint8_t* t2 = t + 2 * ncols * RESAMPLE_BLOCK;
+        ptrdiff_t r = 0;
+        for (; r + 4 <= n; r += 4) {
+            const uint8_t* a = src + (row0 + r) * pitch + 3 * col0;
+            const uint8_t* b = a + pitch;
+            const uint8_t* c = b + pitch;
+            const uint8_t* d = c + pitch;
+            for (ptrdiff_t x = 0; x < ncols; x++) {
+                ptrdiff_t o = x * RESAMPLE_BLOCK + r;
+                t0[o] = a[3 * x]; t0[o + 1] = b[3 * x]; t0[o + 2] = c[3 * x]; t0[o + 3] = d[3 * x];
+                t1[o] = a[3 * x + 1]; t1[o + 1] = b[3 * x + 1]; t1[o + 2] = c[3 * x + 1]; t1[o + 3] = d[3 * x + 1];
+                t2[o] = a[3 * x + 2]; t2[o + 1] = b[3 * x + 2]; t2[o + 2] = c[3 * x + 2]; t2[o + 3] = d[3 * x + 2];
+            }
+        }
+        for (; r < n; r++) {
             const uint8_t* row = src + (row0 + r) * pitch + 3 * col0;
             for (ptrdiff_t x = 0; x < ncols; x++) {
-                t[x * RESAMPLE_BLOCK + r] = row[3 * x];
-                t[(ncols + x) * RESAMPLE_BLOCK + r] = row[3 * x + 1];
-                t[(2 * ncols + x) * RESAMPLE_BLOCK + r] = row[3 * x + 2];
+                t0[x * RESAMPLE_BLOCK + r] = row[3 * x];
+                t1[x * RESAMPLE_BLOCK + r] = row[3 * x + 1];
+                t2[x * RESAMPLE_BLOCK + r] = row[3 * x + 2];
             }
         }
     }
 
-    /* Horizontal pass of one block: for every output column j and channel c, the 16 rows at once;
-       results to mid[c][mrow + r][j] for the n valid rows. */
-    AVX2_CLONES static void resample_horizontal(const uint8_t* t, ptrdiff_t ncols, ptrdiff_t n, ptrdiff_t tw,
-                                                const int32_t* first, const int32_t* count, const int32_t* w,
-                                                ptrdiff_t kx, uint8_t* mid, ptrdiff_t mrows, ptrdiff_t mrow) {
+    /* Horizontal pass of one block: for every output column j and channel c, the 16 rows at once; results to
+       mid[c][mrow + r][j] for the n valid rows. The portable loop, and an AVX2 one with intrinsics (compilers
+       gather the bytes of the portable loop one by one), picked at run time; both add the same integers. */
+    static void resample_horizontal_portable(const uint8_t* t, ptrdiff_t ncols, ptrdiff_t n, ptrdiff_t tw,
+                                             const int32_t* first, const int32_t* count, const int32_t* w,
+                                             ptrdiff_t kx, uint8_t* mid, ptrdiff_t mrows, ptrdiff_t mrow) {
         int32_t acc[RESAMPLE_BLOCK];
         for (ptrdiff_t c = 0; c < 3; c++) {
             const uint8_t* plane = t + c * ncols * RESAMPLE_BLOCK;
@@ -68,6 +87,52 @@ cdef extern from *:
                 for (ptrdiff_t r = 0; r < n; r++) out[r * tw + j] = resample_clamp(acc[r]);
             }
         }
+    }
+
+    #if defined(__GNUC__) && defined(__x86_64__)
+    #include <immintrin.h>
+    #define RESAMPLE_HAVE_AVX2 1
+    __attribute__((target("avx2"))) static void resample_horizontal_avx2(
+            const uint8_t* t, ptrdiff_t ncols, ptrdiff_t n, ptrdiff_t tw, const int32_t* first, const int32_t* count,
+            const int32_t* w, ptrdiff_t kx, uint8_t* mid, ptrdiff_t mrows, ptrdiff_t mrow) {
+        const __m256i half = _mm256_set1_epi32(RESAMPLE_HALF);
+        uint8_t lanes[RESAMPLE_BLOCK];
+        for (ptrdiff_t c = 0; c < 3; c++) {
+            const uint8_t* plane = t + c * ncols * RESAMPLE_BLOCK;
+            uint8_t* out = mid + (c * mrows + mrow) * tw;
+            for (ptrdiff_t j = 0; j < tw; j++) {
+                __m256i lo = half, hi = half;
+                const int32_t* wj = w + j * kx;
+                const uint8_t* col = plane + (ptrdiff_t)first[j] * RESAMPLE_BLOCK;
+                for (ptrdiff_t k = 0; k < count[j]; k++) {
+                    __m128i px = _mm_loadu_si128((const __m128i*)(col + k * RESAMPLE_BLOCK));
+                    __m256i wk = _mm256_set1_epi32(wj[k]);
+                    lo = _mm256_add_epi32(lo, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(px), wk));
+                    hi = _mm256_add_epi32(hi, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(px, 8)), wk));
+                }
+                /* >> 22 leaves -640..639: the saturating packs clamp to 0..255 exactly as resample_clamp */
+                __m256i words = _mm256_packs_epi32(_mm256_srai_epi32(lo, RESAMPLE_BITS),
+                                                   _mm256_srai_epi32(hi, RESAMPLE_BITS));
+                __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
+                /* packs works per 128-bit half: lanes come out as rows 0-3, 8-11, 4-7, 12-15 */
+                bytes = _mm_shuffle_epi32(bytes, _MM_SHUFFLE(3, 1, 2, 0));
+                _mm_storeu_si128((__m128i*)lanes, bytes);
+                for (ptrdiff_t r = 0; r < n; r++) out[r * tw + j] = lanes[r];
+            }
+        }
+    }
+    #endif
+
+    static void resample_horizontal(const uint8_t* t, ptrdiff_t ncols, ptrdiff_t n, ptrdiff_t tw,
+                                    const int32_t* first, const int32_t* count, const int32_t* w, ptrdiff_t kx,
+                                    uint8_t* mid, ptrdiff_t mrows, ptrdiff_t mrow) {
+    #ifdef RESAMPLE_HAVE_AVX2
+        if (__builtin_cpu_supports("avx2")) {
+            resample_horizontal_avx2(t, ncols, n, tw, first, count, w, kx, mid, mrows, mrow);
+            return;
+        }
+    #endif
+        resample_horizontal_portable(t, ncols, n, tw, first, count, w, kx, mid, mrows, mrow);
     }
 
     /* Vertical pass of one output row of one plane: acc over the rows of its window, clamped into row8. */
