@@ -62,7 +62,7 @@ class InferredBatch:
 
 
 class Model:
-    """A detect / segment / pose ONNX model (float or W8A8) on one inference engine, run synchronously.
+    """A detect / segment / pose / classify ONNX model (float or W8A8) on one inference engine, run synchronously.
 
     Everything about the model (task, classes, strides, layout, input size, batch) is read from the file;
     the head that decodes its outputs is chosen once from that. Arguments as :class:`runtime.Predictor`'s.
