@@ -38,8 +38,72 @@ cdef extern from *:
     /* Rows [row0, row0 + n) of the BGR image (n <= 16), columns [col0, col0 + ncols), into planes
        t[c][x][r] (column-major, 16 rows per column); 4 rows at a time, so each row is read sequentially and
        each column's 16 bytes are written together. */
-    AVX2_CLONES static void resample_transpose(const uint8_t* src, ptrdiff_t pitch, ptrdiff_t row0, ptrdiff_t n,
-                                               ptrdiff_t col0, ptrdiff_t ncols, uint8_t* t) {
+    #if defined(__GNUC__) && defined(__x86_64__)
+    #include <immintrin.h>
+    /* The transposition with SSSE3 shuffles (an AVX2 machine has them): per 16-pixel strip, each of the 16 rows'
+       48 BGR bytes split into B, G and R vectors, then each channel's 16 x 16 bytes transposed by four rounds of
+       interleaving the first and second halves. Strips that do not fill 16 pixels, and short blocks, go the
+       portable way. */
+    __attribute__((target("avx2"))) static void resample_transpose_avx2(
+            const uint8_t* src, ptrdiff_t pitch, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t ncols, uint8_t* t,
+            ptrdiff_t* done) {
+        const __m128i b0 = _mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        const __m128i b1 = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, 8, 11, 14, -1, -1, -1, -1, -1);
+        const __m128i b2 = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 1, 4, 7, 10, 13);
+        const __m128i g0 = _mm_setr_epi8(1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        const __m128i g1 = _mm_setr_epi8(-1, -1, -1, -1, -1, 0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1);
+        const __m128i g2 = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 2, 5, 8, 11, 14);
+        const __m128i r0 = _mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        const __m128i r1 = _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1);
+        const __m128i r2 = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 3, 6, 9, 12, 15);
+        ptrdiff_t x = 0;
+        for (; x + 16 <= ncols; x += 16) {
+            __m128i m[3][16], u[16];
+            for (int i = 0; i < 16; i++) {
+                const uint8_t* p = src + (row0 + i) * pitch + 3 * (col0 + x);
+                __m128i a0 = _mm_loadu_si128((const __m128i*)p);
+                __m128i a1 = _mm_loadu_si128((const __m128i*)(p + 16));
+                __m128i a2 = _mm_loadu_si128((const __m128i*)(p + 32));
+                m[0][i] = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a0, b0), _mm_shuffle_epi8(a1, b1)),
+                                       _mm_shuffle_epi8(a2, b2));
+                m[1][i] = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a0, g0), _mm_shuffle_epi8(a1, g1)),
+                                       _mm_shuffle_epi8(a2, g2));
+                m[2][i] = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a0, r0), _mm_shuffle_epi8(a1, r1)),
+                                       _mm_shuffle_epi8(a2, r2));
+            }
+            for (int c = 0; c < 3; c++) {
+                __m128i* v = m[c];
+                for (int round = 0; round < 4; round++) {
+                    for (int k = 0; k < 8; k++) {
+                        u[2 * k] = _mm_unpacklo_epi8(v[k], v[k + 8]);
+                        u[2 * k + 1] = _mm_unpackhi_epi8(v[k], v[k + 8]);
+                    }
+                    for (int k = 0; k < 16; k++) v[k] = u[k];
+                }
+                uint8_t* dst = t + (c * ncols + x) * RESAMPLE_BLOCK;
+                for (int k = 0; k < 16; k++) _mm_storeu_si128((__m128i*)(dst + k * RESAMPLE_BLOCK), v[k]);
+            }
+        }
+        *done = x;
+    }
+    #endif
+
+    static void resample_transpose_from(const uint8_t* src, ptrdiff_t pitch, ptrdiff_t row0, ptrdiff_t n,
+                                        ptrdiff_t col0, ptrdiff_t ncols, uint8_t* t, ptrdiff_t x_start);
+
+    static void resample_transpose(const uint8_t* src, ptrdiff_t pitch, ptrdiff_t row0, ptrdiff_t n,
+                                   ptrdiff_t col0, ptrdiff_t ncols, uint8_t* t) {
+        ptrdiff_t done = 0;
+    #if defined(__GNUC__) && defined(__x86_64__)
+        if (n == RESAMPLE_BLOCK && __builtin_cpu_supports("avx2"))
+            resample_transpose_avx2(src, pitch, row0, col0, ncols, t, &done);
+    #endif
+        resample_transpose_from(src, pitch, row0, n, col0, ncols, t, done);
+    }
+
+    /* The portable transposition of columns [x_start, ncols) of the strip. */
+    AVX2_CLONES static void resample_transpose_from(const uint8_t* src, ptrdiff_t pitch, ptrdiff_t row0, ptrdiff_t n,
+                                                    ptrdiff_t col0, ptrdiff_t ncols, uint8_t* t, ptrdiff_t x_start) {
         uint8_t* t0 = t;
         uint8_t* t1 = t + ncols * RESAMPLE_BLOCK;
         uint8_t* t2 = t + 2 * ncols * RESAMPLE_BLOCK;
@@ -49,7 +113,7 @@ cdef extern from *:
             const uint8_t* b = a + pitch;
             const uint8_t* c = b + pitch;
             const uint8_t* d = c + pitch;
-            for (ptrdiff_t x = 0; x < ncols; x++) {
+            for (ptrdiff_t x = x_start; x < ncols; x++) {
                 ptrdiff_t o = x * RESAMPLE_BLOCK + r;
                 t0[o] = a[3 * x]; t0[o + 1] = b[3 * x]; t0[o + 2] = c[3 * x]; t0[o + 3] = d[3 * x];
                 t1[o] = a[3 * x + 1]; t1[o + 1] = b[3 * x + 1]; t1[o + 2] = c[3 * x + 1]; t1[o + 3] = d[3 * x + 1];
@@ -58,7 +122,7 @@ cdef extern from *:
         }
         for (; r < n; r++) {
             const uint8_t* row = src + (row0 + r) * pitch + 3 * col0;
-            for (ptrdiff_t x = 0; x < ncols; x++) {
+            for (ptrdiff_t x = x_start; x < ncols; x++) {
                 t0[x * RESAMPLE_BLOCK + r] = row[3 * x];
                 t1[x * RESAMPLE_BLOCK + r] = row[3 * x + 1];
                 t2[x * RESAMPLE_BLOCK + r] = row[3 * x + 2];
@@ -117,7 +181,11 @@ cdef extern from *:
                 /* packs works per 128-bit half: lanes come out as rows 0-3, 8-11, 4-7, 12-15 */
                 bytes = _mm_shuffle_epi32(bytes, _MM_SHUFFLE(3, 1, 2, 0));
                 _mm_storeu_si128((__m128i*)lanes, bytes);
-                for (ptrdiff_t r = 0; r < n; r++) out[r * tw + j] = lanes[r];
+                if (n == RESAMPLE_BLOCK) {
+                    for (int r = 0; r < RESAMPLE_BLOCK; r++) out[r * tw + j] = lanes[r];
+                } else {
+                    for (ptrdiff_t r = 0; r < n; r++) out[r * tw + j] = lanes[r];
+                }
             }
         }
     }
