@@ -24,9 +24,11 @@ TINY_NAMES = ("cat", "dog", "bus", "tree", "boat", "kite", "cup")
 
 
 # ------------------------------------------------------------------------------------------------ tiny classifier
-def tiny_classifier(path: Path, imgsz: tuple[int, int] | None = (64, 64), names=TINY_NAMES, seed: int = 0) -> Path:
-    """A classifier in our layout, written by the exporter's own finishing step: uint8 input, a seeded 3x3 conv +
-    ReLU, global average pool, a Gemm to the class logits (no softmax). ``imgsz`` None: dynamic height and width."""
+def tiny_classifier(path: Path, imgsz: tuple[int, int] | None = (64, 64), names=TINY_NAMES, seed: int = 0,
+                    input_dtype_float: bool = False) -> Path:
+    """A classifier in our layout, written by the exporter's own finishing step: uint8 input (float 0..1 with
+    ``input_dtype_float``), a seeded 3x3 conv + ReLU, global average pool, a Gemm to the class logits (no softmax).
+    ``imgsz`` None: dynamic height and width."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -52,8 +54,8 @@ def tiny_classifier(path: Path, imgsz: tuple[int, int] | None = (64, 64), names=
     metadata = dict(task="classify", names=dict(enumerate(names)), strides=[], reg_max=None, nm=None, kpt_shape=None,
                     dfl_bins=None, imgsz=tuple(imgsz or (64, 64)), batch=None, dynamic_hw=imgsz is None,
                     source="tiny", source_sha256="0" * 64, ultralytics_version="none")
-    onnx.save(finish_graph(model, [LOGITS_NAME], metadata, input_dtype="uint8", simplify=False, where=str(path),
-                           graph="tiny", error=ValueError), str(path))
+    onnx.save(finish_graph(model, [LOGITS_NAME], metadata, input_dtype="float32" if input_dtype_float else "uint8",
+                           simplify=False, where=str(path), graph="tiny", error=ValueError), str(path))
     return path
 
 
@@ -489,3 +491,57 @@ def test_w8a8_of_a_classifier_with_a_trained_backbone_agrees_with_float(shared_d
     top1, top5 = agreement(got, want)
     assert len(set(want.argmax(1).tolist())) >= 3, "the classifier must spread its images over several classes"
     assert top1 >= 0.9 and top5 >= 0.95, (top1, top5)
+
+
+# ------------------------------------------------------------------------------------------ truncation, torch-free
+def stock_classifier(path: Path, softmax: bool = True) -> Path:
+    """The tiny classifier as a stock Ultralytics export would be: float input, ``output0`` = Softmax of the Gemm
+    (or the Gemm itself when ``softmax`` is False), Ultralytics' metadata keys."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ours = onnx.load(str(tiny_classifier(path.with_name(path.stem + "-ours.onnx"), input_dtype_float=True)))
+    graph = ours.graph
+    if softmax:
+        graph.node.append(helper.make_node("Softmax", ["logits"], ["output0"], name="/model.9/Softmax", axis=1))
+    else:
+        graph.node.append(helper.make_node("Identity", ["logits"], ["output0"], name="/out"))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", len(TINY_NAMES)]))
+    del ours.metadata_props[:]
+    for key, value in (("task", "classify"), ("head", "Classify"), ("names", str(dict(enumerate(TINY_NAMES)))),
+                       ("imgsz", "[64, 64]"), ("version", "8.4.190"), ("stride", "1")):
+        ours.metadata_props.add(key=key, value=value)
+    onnx.save(ours, str(path))
+    return path
+
+
+def test_truncating_a_stock_classifier_cuts_before_its_softmax(tmp_path, capsys):
+    import onnx
+
+    from tools.truncate import main as truncate_main
+
+    stock = stock_classifier(tmp_path / "stock.onnx")
+    out = tmp_path / "cut.onnx"
+    assert truncate_main([str(stock), "-o", str(out)]) == 0
+    model = onnx.load(str(out))
+    meta = {p.key: p.value for p in model.metadata_props}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    assert [o.name for o in model.graph.output] == ["logits"] and producer["logits"].op_type == "Gemm"
+    assert meta["task"] == "classify" and meta["layout"] == "truncated-head" and json.loads(meta["imgsz"]) == [64, 64]
+    assert json.loads(meta["names"]) == {str(k): v for k, v in enumerate(TINY_NAMES)}
+    image = picture(300, 420, 11)
+    cut, original = Predictor(out).predict(image)[0], Predictor(stock).predict(image)[0]
+    assert Predictor(out).model.spec.input_dtype == "uint8"
+    np.testing.assert_allclose(cut.probs, original.probs, atol=1e-6)
+
+
+def test_truncate_refuses_a_classifier_without_a_softmax(tmp_path, capsys):
+    from tools.truncate import main as truncate_main
+
+    stock = stock_classifier(tmp_path / "nosoftmax.onnx", softmax=False)
+    out = tmp_path / "cut.onnx"
+    assert truncate_main([str(stock), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(stock) in err and "does not come from a Softmax" in err
+    assert not out.exists()
