@@ -545,3 +545,15 @@ def test_truncate_refuses_a_classifier_without_a_softmax(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(stock) in err and "does not come from a Softmax" in err
     assert not out.exists()
+
+
+def test_quantize_refuses_a_stock_classifier_and_says_to_truncate_it(tmp_path, capsys):
+    from tools.quantize import main as quantize
+
+    stock = stock_classifier(tmp_path / "stock.onnx")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    cv2.imwrite(str(calib / "a.png"), picture(100, 100))
+    assert quantize([str(stock), "--calib", str(calib), "-o", str(tmp_path / "q.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "stock Ultralytics classifier" in err and "tools/truncate.py" in err

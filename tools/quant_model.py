@@ -75,6 +75,9 @@ def inspect_float_model(path: str | Path) -> ModelInfo:
         raise QuantizeError(f"{path}: model is already quantized (has {sorted(ops & QUANTIZED_OPS)}); "
                             "quantize the float export instead")
     if "output0" in outputs or meta.get("layout") != LAYOUT:
+        if "output0" in outputs and meta.get("task") == "classify":
+            raise QuantizeError(f"{path}: is a stock Ultralytics classifier export (output0 = softmax probabilities); "
+                                "quantize its logits instead: python tools/truncate.py MODEL.onnx -o MODEL-cut.onnx")
         if "output0" in outputs:
             what = (f"a standard Ultralytics export (output0 {shapes['output0']}"
                     + (f", output1 {shapes['output1']}" if "output1" in shapes else "") + ")")
