@@ -557,3 +557,28 @@ def test_quantize_refuses_a_stock_classifier_and_says_to_truncate_it(tmp_path, c
     assert quantize([str(stock), "--calib", str(calib), "-o", str(tmp_path / "q.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "stock Ultralytics classifier" in err and "tools/truncate.py" in err
+
+
+@needs_export
+@pytest.mark.slow
+def test_latency_bench_times_a_classifier_beside_ultralytics(classifier_pts, classifier_onnx, shared_dir, tmp_path):
+    """bench/latency.py runs a classifier at two batch sizes and beside YOLO(pt).predict (structure only: no timing
+    is asserted on a shared machine)."""
+    import math
+
+    from bench import latency
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in parity_images(shared_dir, 4):
+        (images / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "latency.json"
+    assert latency.main(["--model", str(classifier_onnx["yolo11n-cls.yaml", "export"]), "--images", str(images),
+                         "--batch", "1,2", "--warmup", "1", "--threads", "1", "--compare-ultralytics",
+                         str(classifier_pts["yolo11n-cls.yaml"]), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    cmp = report["compare_ultralytics"]
+    assert cmp["images"] == 4 and cmp["settings"]["imgsz"] == [224, 224]
+    for side in ("ours", "theirs"):
+        assert math.isfinite(cmp["host_share"][side]) and cmp["host_share"][side] > 0
+        assert cmp[side]["preprocess"]["p50"] > 0 and cmp[side]["inference"]["p50"] > 0
