@@ -44,6 +44,18 @@ cdef extern from *:
        48 BGR bytes split into B, G and R vectors, then each channel's 16 x 16 bytes transposed by four rounds of
        interleaving the first and second halves. Strips that do not fill 16 pixels, and short blocks, go the
        portable way. */
+    /* 16 x 16 bytes transposed in place: four rounds of interleaving the first and second halves. */
+    __attribute__((target("avx2"))) static inline void resample_transpose16(__m128i* v) {
+        __m128i u[16];
+        for (int round = 0; round < 4; round++) {
+            for (int k = 0; k < 8; k++) {
+                u[2 * k] = _mm_unpacklo_epi8(v[k], v[k + 8]);
+                u[2 * k + 1] = _mm_unpackhi_epi8(v[k], v[k + 8]);
+            }
+            for (int k = 0; k < 16; k++) v[k] = u[k];
+        }
+    }
+
     __attribute__((target("avx2"))) static void resample_transpose_avx2(
             const uint8_t* src, ptrdiff_t pitch, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t ncols, uint8_t* t,
             ptrdiff_t* done) {
@@ -58,7 +70,7 @@ cdef extern from *:
         const __m128i r2 = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 3, 6, 9, 12, 15);
         ptrdiff_t x = 0;
         for (; x + 16 <= ncols; x += 16) {
-            __m128i m[3][16], u[16];
+            __m128i m[3][16];
             for (int i = 0; i < 16; i++) {
                 const uint8_t* p = src + (row0 + i) * pitch + 3 * (col0 + x);
                 __m128i a0 = _mm_loadu_si128((const __m128i*)p);
@@ -73,13 +85,7 @@ cdef extern from *:
             }
             for (int c = 0; c < 3; c++) {
                 __m128i* v = m[c];
-                for (int round = 0; round < 4; round++) {
-                    for (int k = 0; k < 8; k++) {
-                        u[2 * k] = _mm_unpacklo_epi8(v[k], v[k + 8]);
-                        u[2 * k + 1] = _mm_unpackhi_epi8(v[k], v[k + 8]);
-                    }
-                    for (int k = 0; k < 16; k++) v[k] = u[k];
-                }
+                resample_transpose16(v);
                 uint8_t* dst = t + (c * ncols + x) * RESAMPLE_BLOCK;
                 for (int k = 0; k < 16; k++) _mm_storeu_si128((__m128i*)(dst + k * RESAMPLE_BLOCK), v[k]);
             }
@@ -160,6 +166,7 @@ cdef extern from *:
             const uint8_t* t, ptrdiff_t ncols, ptrdiff_t n, ptrdiff_t tw, const int32_t* first, const int32_t* count,
             const int32_t* w, ptrdiff_t kx, uint8_t* mid, ptrdiff_t mrows, ptrdiff_t mrow) {
         const __m256i half = _mm256_set1_epi32(RESAMPLE_HALF);
+        __m128i group[16];
         uint8_t lanes[RESAMPLE_BLOCK];
         for (ptrdiff_t c = 0; c < 3; c++) {
             const uint8_t* plane = t + c * ncols * RESAMPLE_BLOCK;
@@ -180,10 +187,15 @@ cdef extern from *:
                 __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
                 /* packs works per 128-bit half: lanes come out as rows 0-3, 8-11, 4-7, 12-15 */
                 bytes = _mm_shuffle_epi32(bytes, _MM_SHUFFLE(3, 1, 2, 0));
-                _mm_storeu_si128((__m128i*)lanes, bytes);
-                if (n == RESAMPLE_BLOCK) {
-                    for (int r = 0; r < RESAMPLE_BLOCK; r++) out[r * tw + j] = lanes[r];
+                ptrdiff_t j0 = j & ~(ptrdiff_t)15;
+                if (j0 + 16 <= tw) {  /* a full group of 16 columns: transposed back to rows, stored 16 bytes at once */
+                    group[j - j0] = bytes;
+                    if (j - j0 == 15) {
+                        resample_transpose16(group);
+                        for (ptrdiff_t r = 0; r < n; r++) _mm_storeu_si128((__m128i*)(out + r * tw + j0), group[r]);
+                    }
                 } else {
+                    _mm_storeu_si128((__m128i*)lanes, bytes);
                     for (ptrdiff_t r = 0; r < n; r++) out[r * tw + j] = lanes[r];
                 }
             }
