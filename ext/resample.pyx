@@ -12,6 +12,7 @@ weight for every row), the vertical pass along rows.
 
 from libc.stdint cimport int32_t, uint8_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 
 ctypedef fused pixel_t:
@@ -331,8 +332,7 @@ def resample_crop_into(const uint8_t[:, :, ::1] image_bgr, pixel_t[:, :, ::1] ou
                     if pixel_t is float:
                         resample_to_float(row8, tw, &out[2 - c, i, 0])
                     else:
-                        for j in range(tw):
-                            out[2 - c, i, j] = row8[j]
+                        memcpy(&out[2 - c, i, 0], row8, tw)
     finally:
         free(t); free(mid); free(acc); free(row8); free(first_local)
 
@@ -370,7 +370,6 @@ cdef _vertical_first(const uint8_t[:, :, ::1] image_bgr, pixel_t[:, :, ::1] out,
                     if pixel_t is float:
                         resample_to_float(planes + (c * th + i) * tw, tw, &out[2 - c, i, 0])
                     else:
-                        for j in range(tw):
-                            out[2 - c, i, j] = planes[(c * th + i) * tw + j]
+                        memcpy(&out[2 - c, i, 0], planes + (c * th + i) * tw, tw)
     finally:
         free(vert); free(acc); free(t); free(planes); free(first_local)
