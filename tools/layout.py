@@ -36,7 +36,8 @@ LEVEL_OUTPUTS = {
 
 __all__ = [
     "INPUT_DTYPES", "INPUT_NAME", "LAYOUT", "LAYOUT_VERSION", "LEVEL_OUTPUTS", "MAX_IR_VERSION", "PRODUCER",
-    "PROTO_NAME", "LOGITS_NAME", "check_layout", "finish_graph", "layout_metadata", "level_name", "normalise_input_in_graph",
+    "PROTO_NAME", "LOGITS_NAME", "check_layout", "finish_graph", "layout_metadata", "level_name",
+    "normalise_input_in_graph",
     "opset_of", "output_names", "run_cli", "set_metadata", "shape_of", "simplify_graph", "summarize",
 ]  # fmt: skip
 

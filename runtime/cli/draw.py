@@ -25,7 +25,8 @@ def annotate(image_bgr: np.ndarray, result: Result, mask_alpha: float = 0.5,
     """Return a copy of ``image_bgr`` (h, w, 3) uint8 with the detections of ``result`` drawn on it.
 
     Masks are drawn only when they are at original resolution (``mask_form == "native"``). A classifier's top-5
-    classes and probabilities are written at the top left. Tracked Results carry the id in each label; ``trails`` maps track ids to their recent box centres, drawn as lines.
+    classes and probabilities are written at the top left. Tracked Results carry the id in each label;
+    ``trails`` maps track ids to their recent box centres, drawn as lines.
     """
     canvas = image_bgr.copy()
     h, w = canvas.shape[:2]
