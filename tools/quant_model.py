@@ -47,7 +47,7 @@ class ModelInfo:
     metadata: dict[str, str]
     node_names: tuple[str, ...]
     sha256: str
-    preprocess: str = "letterbox"  # how images become its input (runtime.records.preprocess); classifiers: "center_crop"
+    preprocess: str = "letterbox"  # how images become its input (runtime.records.preprocess): "center_crop", classify
 
 
 def _dims(value_info) -> list[int | str]:
