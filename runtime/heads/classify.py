@@ -20,10 +20,11 @@ _NO_CLASSES = np.zeros(0, np.int32)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax of (nc,) logits in float32, max subtracted first as torch does."""
-    shifted = logits.astype(np.float32) - np.float32(logits.max())
-    exp = np.exp(shifted)
-    return exp / exp.sum(dtype=np.float32)
+    """Softmax of (nc,) float32 logits, max subtracted first as torch does (a new array; few numpy calls: right
+    after inference each costs tens of microseconds)."""
+    exp = np.exp(logits - logits.max())
+    exp /= exp.sum()
+    return exp
 
 
 class ClassifyHead(Head):
@@ -42,6 +43,6 @@ class ClassifyHead(Head):
                  mask_threads: int | None = None) -> HeadOutput:
         t0 = time.perf_counter()
         values = outputs[self._output][row]
-        probs = softmax(values) if self._from_logits else np.array(values, np.float32)
+        probs = softmax(values.astype(np.float32, copy=False)) if self._from_logits else np.array(values, np.float32)
         fields = {"xyxy": _NO_BOXES, "scores": _NO_SCORES, "class_ids": _NO_CLASSES, "probs": probs}
         return HeadOutput(fields, {"decode": (time.perf_counter() - t0) * 1e3, "nms": 0.0, "masks": 0.0})
