@@ -1,4 +1,5 @@
-"""A model file ready to run, synchronously: letterbox -> engine -> head -> Result, no threads of its own.
+"""A model file ready to run, synchronously: preprocess (letterbox, or a classifier's centre crop) -> engine -> head
+-> Result, no threads of its own.
 
 :class:`Model` is the unit the :class:`~runtime.pipeline.Pipeline` drives from its threads, and what a
 caller uses who schedules work itself. Its three steps can run on different threads, one batch each:
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -26,7 +26,7 @@ from runtime.engines import open_engine
 from runtime.errors import InputError
 from runtime.heads import HeadSettings, head_for
 from runtime.records.frame import FrameInfo
-from runtime.records.letterbox import Letterbox, letterbox_into, plan_letterbox
+from runtime.records.preprocess import Placement, preprocess_for
 from runtime.records.result import Result
 from runtime.records.spec import read_model_spec
 
@@ -41,7 +41,7 @@ class PreparedBatch:
     images: list[np.ndarray]
     paths: list[str | None]
     frames: list[FrameInfo | None]
-    plans: list[Letterbox]
+    plans: list[Placement]
     tensor: np.ndarray
     speed: Mapping[str, float]
 
@@ -62,7 +62,7 @@ class InferredBatch:
 
 
 class Model:
-    """A detect / segment / pose ONNX model (float or W8A8) on one inference engine, run synchronously.
+    """A detect / segment / pose / classify ONNX model (float or W8A8) on one inference engine, run synchronously.
 
     Everything about the model (task, classes, strides, layout, input size, batch) is read from the file;
     the head that decodes its outputs is chosen once from that. Arguments as :class:`runtime.Predictor`'s.
@@ -95,6 +95,7 @@ class Model:
         self.settings = HeadSettings(float(conf), float(iou), int(max_det), class_tuple, bool(agnostic),
                                      bool(multi_label), bool(retina_masks or rle_masks), bool(rle_masks))
         self.head = head_for(self.spec, self.settings)
+        self.preprocess = preprocess_for(self.spec)
         self.imgsz = self._resolve_imgsz(imgsz)
         self.rect = bool(rect)
         if self.spec.batch is not None:
@@ -133,14 +134,15 @@ class Model:
     def names(self) -> tuple[str, ...]:
         return self.spec.names
 
-    def plan(self, shapes_hw: Sequence[tuple[int, int]]) -> list[Letterbox]:
-        """Letterbox plans for one batch of images, with Ultralytics' rule for minimal padding."""
+    def plan(self, shapes_hw: Sequence[tuple[int, int]]) -> list[Placement]:
+        """Placement plans for one batch of images (letterbox with Ultralytics' rule for minimal padding, or a
+        classifier's centre crop)."""
         auto = self.rect and self.spec.input_hw is None and len(set(shapes_hw)) == 1
-        return [_planned(tuple(hw), self.imgsz, auto, self.spec.max_stride) for hw in shapes_hw]
+        return [self.preprocess.plan(tuple(hw), self.imgsz, auto, self.spec.max_stride) for hw in shapes_hw]
 
     def prepare(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None,
                 frames: Sequence[FrameInfo | None] | None = None, read_ms: float | None = None) -> PreparedBatch:
-        """Letterbox a batch of BGR uint8 images (at most a fixed-batch model's size) into an input tensor.
+        """Preprocess a batch of BGR uint8 images (at most a fixed-batch model's size) into an input tensor.
         ``read_ms``: the mean ms it took to read them, reported as the ``read`` stage."""
         images = list(images)
         n = len(images)
@@ -151,7 +153,7 @@ class Model:
         rows = self.spec.batch or n
         tensor = self._buffers.acquire((rows, 3) + plans[0].dst_hw, self.spec.input_dtype)
         for k, (image, plan) in enumerate(zip(images, plans)):
-            letterbox_into(image, plan, tensor[k])
+            self.preprocess.into(image, plan, tensor[k])
         if rows > n:
             tensor[n:] = 0  # padding rows of a fixed-batch model; their outputs are ignored
         speed = {"preprocess": (time.perf_counter() - t0) * 1e3 / n}
@@ -185,12 +187,6 @@ class Model:
     def __call__(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Result]:
         """The Results of one batch of BGR uint8 images, all three steps on this thread."""
         return self.results(self.infer(self.prepare(images, paths)))
-
-
-@functools.lru_cache(maxsize=256)
-def _planned(src_hw: tuple[int, int], target_hw: tuple[int, int], auto: bool, stride: int) -> Letterbox:
-    """plan_letterbox, once per image shape: a stream of photos has few distinct shapes."""
-    return plan_letterbox(src_hw, target_hw, auto=auto, stride=stride)
 
 
 def _as_hw(imgsz: int | Sequence[int]) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import numpy as np
 from runtime.model import Model
 from runtime.pipeline import Pipeline, ResultStream, StreamOptions, StreamStats
 from runtime.records.frame import Skipped
-from runtime.records.letterbox import Letterbox
+from runtime.records.preprocess import Placement
 from runtime.records.result import Result
 from runtime.io.sources import Source
 from runtime.track import DEFAULT_TRACKER, SourceTrackers, source_trackers
@@ -82,8 +82,8 @@ class Predictor:
         stats = getattr(self._latest, "stats", None)
         return [] if stats is None else stats.skipped
 
-    def plan(self, shapes_hw: Sequence[tuple[int, int]]) -> list[Letterbox]:
-        """Letterbox plans for one batch of images, with Ultralytics' rule for minimal padding."""
+    def plan(self, shapes_hw: Sequence[tuple[int, int]]) -> list[Placement]:
+        """Placement plans for one batch of images (letterbox, or a classifier's centre crop)."""
         return self.model.plan(shapes_hw)
 
     def predict(self, source: Source, **options) -> list[Result]:

@@ -1,4 +1,5 @@
-"""Calibration data: images drawn reproducibly, letterboxed like the Predictor, and the statistics built from them.
+"""Calibration data: images drawn reproducibly, preprocessed like the Predictor (letterbox, or a classifier's centre
+crop), and the statistics built from them.
 
 Two kinds of statistics, one per QDQ layout (see ``tools/recipe.py``): onnxruntime's calibration table of every
 tensor's range (``load_or_calibrate``, for its ``quantize_static``), and the activation statistics of
@@ -55,19 +56,21 @@ def select_images(folder: str | Path, num: int, seed: int) -> tuple[list[Path], 
     return chosen, held
 
 
-def preprocess_image(path: str | Path, hw: tuple[int, int], dtype: str) -> np.ndarray:
-    """(3, H, W) ``dtype`` (uint8 or float32) of one image, letterboxed exactly like the Predictor (runtime.records.letterbox)."""
+def preprocess_image(path: str | Path, hw: tuple[int, int], dtype: str, preprocess: str = "letterbox") -> np.ndarray:
+    """(3, H, W) ``dtype`` (uint8 or float32) of one image, placed exactly like the Predictor does it
+    (``preprocess``: "letterbox", or "center_crop" for classifiers; runtime.records.preprocess)."""
     from runtime.errors import InputError
-    from runtime.records.letterbox import letterbox_into, plan_letterbox
+    from runtime.records.preprocess import PREPROCESSES
     from runtime.io.frames import load_image
 
     try:
         _, image = load_image(str(path), 0)
     except InputError as exc:
         raise QuantizeError(str(exc)) from exc
-    plan = plan_letterbox(image.shape[:2], hw, auto=False)
+    method = PREPROCESSES[preprocess]
+    plan = method.plan(image.shape[:2], tuple(hw), False, 32)
     out_chw = np.empty((3, hw[0], hw[1]), dtype=dtype)
-    letterbox_into(image, plan, out_chw)
+    method.into(image, plan, out_chw)
     return out_chw
 
 
@@ -78,8 +81,10 @@ class CalibrationImages:
     Images are read and letterboxed lazily (nothing big is kept in memory).
     """
 
-    def __init__(self, paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], dtype: str) -> None:
+    def __init__(self, paths: Sequence[str | Path], input_name: str, hw: tuple[int, int], dtype: str,
+                 preprocess: str = "letterbox") -> None:
         self.paths = [Path(p) for p in paths]
+        self.preprocess = preprocess
         self.input_name = input_name
         self.hw = hw
         self.dtype = dtype
@@ -91,7 +96,7 @@ class CalibrationImages:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for p in self.paths[self._start:self._end]:
-            yield {self.input_name: preprocess_image(p, self.hw, self.dtype)[None]}
+            yield {self.input_name: preprocess_image(p, self.hw, self.dtype, self.preprocess)[None]}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._it is None:
@@ -109,7 +114,7 @@ class CalibrationImages:
         self._it = None
 
     def subset(self, start: int, end: int) -> "CalibrationImages":
-        return CalibrationImages(self.paths[start:end], self.input_name, self.hw, self.dtype)
+        return CalibrationImages(self.paths[start:end], self.input_name, self.hw, self.dtype, self.preprocess)
 
 
 with contextlib.suppress(ImportError):  # register as a virtual subclass of onnxruntime's ABC
@@ -170,7 +175,7 @@ def load_or_calibrate(pre_path: Path, info: ModelInfo, images: Sequence[Path], m
             return path
     else:
         path = Path(workdir or tempfile.gettempdir()) / f"calib-{method}-{key}.json"
-    reader = CalibrationImages(images, info.input_name, info.input_hw, info.input_dtype)
+    reader = CalibrationImages(images, info.input_name, info.input_hw, info.input_dtype, info.preprocess)
     t0 = time.perf_counter()
     tensors_range = calibrate(pre_path, reader, method, percentile, workdir)
     LOGGER.info("calibration: %s on %d images in %.1fs", method, len(images), time.perf_counter() - t0)
@@ -191,7 +196,7 @@ def load_or_collect_stats(float_path: Path, info: ModelInfo, images: Sequence[Pa
     import onnx
 
     tensors = calibration_tensors(onnx.load(str(float_path), load_external_data=False))
-    reader = CalibrationImages(images, info.input_name, info.input_hw, info.input_dtype)
+    reader = CalibrationImages(images, info.input_name, info.input_hw, info.input_dtype, info.preprocess)
     t0 = time.perf_counter()
     stats = collect_stats(float_path, tensors, iter(reader), threads)
     LOGGER.info("calibration: activation statistics on %d images in %.1fs", len(images), time.perf_counter() - t0)

@@ -3,7 +3,8 @@
 The exported graph stops at the last convolution of every head branch: per pyramid level it returns the raw box
 distribution logits (``4 * reg_max`` channels), the raw class logits (``nc`` channels, before sigmoid) and, for
 segment / pose models, the raw mask coefficients (``nm``) / keypoints (``nk``), plus the mask prototypes of segment
-models. DFL, anchor decoding, concatenation, sigmoid and NMS are left to the runtime.
+models. DFL, anchor decoding, concatenation, sigmoid and NMS are left to the runtime. A classifier (YOLOv8-cls,
+YOLO11-cls) ends at its class logits, ``logits`` (batch, nc), before the softmax (:mod:`tools.export_classify`).
 
 Usage::
 
@@ -158,22 +159,27 @@ class _HeadInfo:
     dfl_bins: list[float] | None = None  # only when the DFL weights are not exactly 0..reg_max-1
 
 
-def _load_model(pt: Path):
-    """Load a .pt with ultralytics.YOLO and return (fused fp32 CPU eval model, head, _HeadInfo)."""
+def _load_yolo(pt: Path):
+    """Load a .pt with ultralytics.YOLO."""
     try:
         import torch  # noqa: F401
         from ultralytics import YOLO
-        from ultralytics.nn.modules.head import Detect, Pose, Segment
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ExportError(
             f"exporting {pt} needs torch and ultralytics ({e}); install with: pip install 'yolo-edge-runtime[export]'"
         ) from e
-
     try:
-        yolo = YOLO(str(pt))
+        return YOLO(str(pt))
     except Exception as e:
         reason = f"{type(e).__name__}: {_first_line(e)}"
         raise CheckpointError(f"{pt}: not a loadable Ultralytics checkpoint ({reason})") from e
+
+
+def _load_model(pt: Path, yolo=None):
+    """Load a .pt (or take its loaded ``yolo``) and return (fused fp32 CPU eval model, head, _HeadInfo)."""
+    from ultralytics.nn.modules.head import Detect, Pose, Segment
+
+    yolo = yolo if yolo is not None else _load_yolo(pt)
     model = getattr(yolo, "model", None)
     seq = getattr(model, "model", None)
     if model is None or not hasattr(model, "fuse") or seq is None or len(seq) == 0:
@@ -184,8 +190,8 @@ def _load_model(pt: Path):
     task = {Detect: "detect", Segment: "segment", Pose: "pose"}.get(type(head))  # exact types: no v10/26/OBB/YOLOE
     if task is None:
         raise UnsupportedModelError(
-            f"{pt}: unsupported head {kind} (task {getattr(yolo, 'task', '?')}); only YOLOv8-style Detect, Segment "
-            f"and Pose heads can be exported with a truncated head"
+            f"{pt}: unsupported head {kind} (task {getattr(yolo, 'task', '?')}); only YOLOv8-style Detect, Segment, "
+            f"Pose and Classify heads can be exported"
         )
     if getattr(head, "one2one_cv2", None) is not None or getattr(head, "cv2", None) is None:
         raise UnsupportedModelError(
@@ -265,7 +271,7 @@ def truncated_head(head, task: str) -> Iterator[None]:
 def export_truncated(
     pt_path: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
-    imgsz: int | Sequence[int] = 640,
+    imgsz: int | Sequence[int] | None = None,
     batch: int | str | None = "dynamic",
     dynamic_hw: bool = False,
     opset: int = 17,
@@ -278,7 +284,8 @@ def export_truncated(
         pt_path: the .pt checkpoint.
         out_path: destination .onnx (default: next to the .pt, same stem); an existing directory means
             ``<dir>/<stem>.onnx``.
-        imgsz: trace size, int or (H, W); must be multiples of the largest stride. Fixed H, W unless ``dynamic_hw``.
+        imgsz: trace size, int or (H, W) (default 640, a classifier's 224); must be multiples of the largest stride
+            (32 for a classifier). Fixed H, W unless ``dynamic_hw``.
         batch: "dynamic" (default, dim named "batch") or a fixed positive int.
         dynamic_hw: make H and W dynamic too (the graph is fully convolutional; H, W must still be stride multiples).
         opset: ONNX opset (>= 11, default 17).
@@ -298,7 +305,7 @@ def export_truncated(
     if pt.suffix.lower() != ".pt":
         raise CheckpointError(f"{pt}: expected an Ultralytics PyTorch checkpoint (.pt), got {pt.suffix or 'no suffix'}")
     try:
-        h, w = _parse_imgsz(imgsz)
+        size = None if imgsz is None else _parse_imgsz(imgsz)
         fixed_batch = _parse_batch(batch)
     except ExportArgumentError as e:
         raise ExportArgumentError(f"{pt}: {e}") from None
@@ -320,7 +327,14 @@ def export_truncated(
     from runtime.io.files import file_sha256
 
     sha = file_sha256(pt)  # hash the bytes before loading them
-    model, head, info = _load_model(pt)
+    yolo = _load_yolo(pt)
+    from tools.export_classify import export_classifier, is_classifier
+
+    if is_classifier(getattr(yolo, "model", None)):
+        return export_classifier(yolo, pt, out, sha, size, fixed_batch, dynamic_hw, opset, simplify, input_dtype,
+                                 ExportError, ExportArgumentError)
+    h, w = size or (640, 640)
+    model, head, info = _load_model(pt, yolo)
 
     smax = max(info.strides)
     if h % smax or w % smax:
@@ -401,11 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tools/export.py",
         description="Export an Ultralytics YOLOv8 detect/segment/pose .pt to ONNX with a truncated head "
-        "(raw per-level box/cls[/mc|kpt] conv outputs [+ proto]; no DFL, decode, sigmoid or NMS).",
+        "(raw per-level box/cls[/mc|kpt] conv outputs [+ proto]; no DFL, decode, sigmoid or NMS), or a classifier "
+        "ending at its logits (no softmax).",
     )
     p.add_argument("model", help="Ultralytics .pt checkpoint")
     p.add_argument(
-        "--imgsz", type=int, nargs="+", default=[640], metavar="N", help="trace size: N or H W (default 640)"
+        "--imgsz", type=int, nargs="+", default=None, metavar="N",
+        help="trace size: N or H W (default 640; 224 for classifiers)"
     )
     p.add_argument("--batch", type=_batch_arg, default="dynamic", help="'dynamic' (default) or a fixed batch size")
     p.add_argument("--dynamic-hw", action="store_true", help="make input height and width dynamic too")

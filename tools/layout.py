@@ -23,6 +23,7 @@ LAYOUT = "truncated-head"
 LAYOUT_VERSION = "1"
 INPUT_NAME = "images"
 PROTO_NAME = "proto"
+LOGITS_NAME = "logits"  # a classifier's one output: the class logits, before the softmax
 INPUT_DTYPES = ("uint8", "float32")
 MAX_IR_VERSION = 10  # keep the files loadable by older onnxruntime builds (as Ultralytics does)
 
@@ -35,7 +36,8 @@ LEVEL_OUTPUTS = {
 
 __all__ = [
     "INPUT_DTYPES", "INPUT_NAME", "LAYOUT", "LAYOUT_VERSION", "LEVEL_OUTPUTS", "MAX_IR_VERSION", "PRODUCER",
-    "PROTO_NAME", "check_layout", "finish_graph", "layout_metadata", "level_name", "normalise_input_in_graph",
+    "PROTO_NAME", "LOGITS_NAME", "check_layout", "finish_graph", "layout_metadata", "level_name",
+    "normalise_input_in_graph",
     "opset_of", "output_names", "run_cli", "set_metadata", "shape_of", "simplify_graph", "summarize",
 ]  # fmt: skip
 
@@ -81,7 +83,7 @@ def normalise_input_in_graph(model_onnx, input_name: str = INPUT_NAME) -> None:
 
 def check_layout(model_onnx, names: list[str], input_name: str = INPUT_NAME) -> str | None:
     """None when the graph has the one expected input and the expected outputs, every head output straight from a
-    Conv node; otherwise what is wrong."""
+    Conv node (a classifier's logits from a Gemm); otherwise what is wrong."""
     got = [o.name for o in model_onnx.graph.output]
     if got != names:
         return f"outputs are {got}, expected {names}"
@@ -91,8 +93,9 @@ def check_layout(model_onnx, names: list[str], input_name: str = INPUT_NAME) -> 
         return f"inputs are {inputs}, expected [{input_name!r}]"
     prod = {o: n for n in model_onnx.graph.node for o in n.output}
     for n in names:
-        if n != PROTO_NAME and (n not in prod or prod[n].op_type != "Conv"):
-            return f"output {n} is produced by {prod[n].op_type if n in prod else 'nothing'}, not Conv"
+        want = "Gemm" if n == LOGITS_NAME else "Conv"
+        if n != PROTO_NAME and (n not in prod or prod[n].op_type != want):
+            return f"output {n} is produced by {prod[n].op_type if n in prod else 'nothing'}, not {want}"
     return None
 
 
@@ -116,7 +119,7 @@ def layout_metadata(
     task: str,
     names: dict[int, str],
     strides: Sequence[int],
-    reg_max: int,
+    reg_max: int | None,
     nm: int | None,
     kpt_shape: Sequence[int] | None,
     dfl_bins: Sequence[float] | None,
@@ -130,17 +133,20 @@ def layout_metadata(
     opset: int,
     simplified: bool,
 ) -> dict[str, str]:
-    """The metadata_props of a truncated-head file, every value a string, in a fixed key order."""
+    """The metadata_props of a truncated-head file, every value a string, in a fixed key order. A classifier has
+    no ``strides`` (empty) and no ``reg_max`` (None): those keys are left out."""
     meta = {
         "producer": PRODUCER,
         "layout": LAYOUT,
         "layout_version": LAYOUT_VERSION,
         "task": task,
         "names": json.dumps({str(k): v for k, v in sorted(names.items())}, ensure_ascii=False),
-        "strides": json.dumps([int(s) for s in strides]),
-        "reg_max": str(reg_max),
-        "nc": str(len(names)),
     }
+    if strides:
+        meta["strides"] = json.dumps([int(s) for s in strides])
+    if reg_max is not None:
+        meta["reg_max"] = str(reg_max)
+    meta["nc"] = str(len(names))
     if nm is not None:
         meta["nm"] = str(nm)
     if kpt_shape is not None:

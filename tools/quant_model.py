@@ -47,6 +47,7 @@ class ModelInfo:
     metadata: dict[str, str]
     node_names: tuple[str, ...]
     sha256: str
+    preprocess: str = "letterbox"  # how images become its input (runtime.records.preprocess): "center_crop", classify
 
 
 def _dims(value_info) -> list[int | str]:
@@ -74,6 +75,9 @@ def inspect_float_model(path: str | Path) -> ModelInfo:
         raise QuantizeError(f"{path}: model is already quantized (has {sorted(ops & QUANTIZED_OPS)}); "
                             "quantize the float export instead")
     if "output0" in outputs or meta.get("layout") != LAYOUT:
+        if "output0" in outputs and meta.get("task") == "classify":
+            raise QuantizeError(f"{path}: is a stock Ultralytics classifier export (output0 = softmax probabilities); "
+                                "quantize its logits instead: python tools/truncate.py MODEL.onnx -o MODEL-cut.onnx")
         if "output0" in outputs:
             what = (f"a standard Ultralytics export (output0 {shapes['output0']}"
                     + (f", output1 {shapes['output1']}" if "output1" in shapes else "") + ")")
@@ -83,7 +87,11 @@ def inspect_float_model(path: str | Path) -> ModelInfo:
                 "class score to zero (0 mAP). Re-export with: python tools/export.py MODEL.pt -o MODEL.onnx")
         raise QuantizeError(f"{path}: not a truncated-head YOLOv8 ONNX (metadata layout={meta.get('layout')!r}, "
                             f"outputs {outputs[:6]}); export one with: python tools/export.py MODEL.pt -o MODEL.onnx")
-    if not any(o.startswith("box_p") for o in outputs) or not any(o.startswith("cls_p") for o in outputs):
+    classifier = meta.get("task") == "classify"
+    if classifier and outputs != ["logits"]:
+        raise QuantizeError(f"{path}: a classifier of the truncated-head layout has one output 'logits', found {outputs}")
+    if not classifier and (not any(o.startswith("box_p") for o in outputs)
+                           or not any(o.startswith("cls_p") for o in outputs)):
         raise QuantizeError(f"{path}: metadata says truncated-head but outputs {outputs} lack box_pN / cls_pN")
     init_names = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in init_names]
@@ -105,7 +113,7 @@ def inspect_float_model(path: str | Path) -> ModelInfo:
         except (TypeError, ValueError, IndexError) as exc:
             raise QuantizeError(f"{path}: input size is dynamic and metadata 'imgsz' is missing") from exc
     return ModelInfo(path, inputs[0].name, input_dtype, hw, tuple(outputs), meta, tuple(n.name for n in graph.node),
-                     file_sha256(path))
+                     file_sha256(path), "center_crop" if classifier else "letterbox")
 
 
 def prepare_model(float_path: str | Path, out_path: str | Path) -> Path:
@@ -200,6 +208,8 @@ def branch_outputs(model_or_path) -> dict[str, str]:
     """
     model = as_model(model_or_path)
     outputs = [o.name for o in model.graph.output]
+    if len(outputs) < 2:
+        return {}  # one output (a classifier): no point where paths split, so no branches
     bit = {name: 1 << k for k, name in enumerate(outputs)}
     reached: dict[str, int] = {}  # tensor -> bit set of the outputs it reaches
     node_mask: dict[str, int] = {}

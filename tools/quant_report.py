@@ -56,10 +56,11 @@ def make_session(path_or_bytes, threads: int | None = None, optimize: bool = Tru
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
-def load_inputs(images: Sequence[Path], hw: tuple[int, int], dtype: str) -> list[np.ndarray]:
+def load_inputs(images: Sequence[Path], hw: tuple[int, int], dtype: str,
+                preprocess: str = "letterbox") -> list[np.ndarray]:
     from tools.calibration import preprocess_image
 
-    return [preprocess_image(p, hw, dtype)[None] for p in images]
+    return [preprocess_image(p, hw, dtype, preprocess)[None] for p in images]
 
 
 # ---------------------------------------------------------------------------------------------------- tensor errors
@@ -241,6 +242,11 @@ def task_metrics(float_path: str | Path, q_path: str | Path, images: Sequence[Pa
     from tools.eval_coco import make_predictor
     from tools.fidelity import FidelityError, label_free_scores
 
+    reference = make_predictor(float_path, threads=threads)
+    if reference.model.spec.task == "classify":
+        from tools.eval_classify import classify_fidelity
+
+        return classify_fidelity(reference, make_predictor(q_path, threads=threads, engine=engine), images)
     try:
         scores = label_free_scores(make_predictor(float_path, threads=threads),
                                    make_predictor(q_path, threads=threads, engine=engine), images)
@@ -305,7 +311,7 @@ def build_report(float_path: str | Path, q_path: str | Path, pre_path: str | Pat
 
         meta = {p.key: p.value for p in onnx.load(str(q_path), load_external_data=False).metadata_props}
         settings = json.loads(meta.get("quantization", "{}"))
-    inputs = load_inputs(images, info.input_hw, info.input_dtype)
+    inputs = load_inputs(images, info.input_hw, info.input_dtype, info.preprocess)
     with tempfile.TemporaryDirectory(prefix="quant-report-") as tmp:
         if pre_path is None:
             pre_path = prepare_model(float_path, Path(tmp) / "pre.onnx")
@@ -385,6 +391,10 @@ def render_markdown(report: dict[str, Any], max_rows: int | None = None) -> str:
     lines += ["", "## Task metrics (label-free)", ""]
     if "error" in tm:
         lines.append(f"Not measured: {tm['error']}")
+    elif "top1_agreement" in tm:
+        lines += [f"On the {tm['images']} held-back images, the W8A8 classifier's best class is the float model's on "
+                  f"{100 * tm['top1_agreement']:.2f}% of them; {100 * tm['top5_overlap']:.2f}% of the float top 5 "
+                  "are in its top 5."]
     else:
         lines += [f"The W8A8 model's detections scored with pycocotools against the float model's own detections "
                   f"(score >= {tm['gt_conf']:g}: {tm['gt_objects']} objects) on the {tm['images']} held-back images; "

@@ -79,7 +79,7 @@ def run_sensitivity(calibrated: Calibrated, recipe: Recipe, info: ModelInfo, ima
 
     t0 = time.perf_counter()
     workdir = Path(workdir)
-    inputs = load_inputs(images, info.input_hw, info.input_dtype)
+    inputs = load_inputs(images, info.input_hw, info.input_dtype, info.preprocess)
     float_outputs = run_outputs(info.path, inputs, info.input_name, threads)
     base_path = calibrated.build(recipe, workdir / "sens-baseline.onnx")
     base = output_consistency(info.path, base_path, inputs, info.input_name, threads, float_outputs)

@@ -38,7 +38,7 @@ Float16 files (Ultralytics' ``half=True``) are converted to float32 first: float
 graph then computes in float32 like our exports.
 
 Refused, with a one-line message and exit status 2: files that are not a YOLO detection head, end-to-end heads
-(YOLOv10, YOLO26, ``nms=True`` exports), YOLO26-style heads without DFL, OBB and classify models (not supported yet),
+(YOLOv10, YOLO26, ``nms=True`` exports), YOLO26-style heads without DFL, OBB models (not supported yet),
 already truncated or quantized files, and a ``--cut`` naming a tensor the file does not have.
 """
 
@@ -89,7 +89,7 @@ class NotAYoloHeadError(TruncateError):
 
 
 class UnsupportedHeadError(TruncateError):
-    """A YOLO model of a kind the truncated layout does not cover (end-to-end, no DFL, OBB, classify, ...)."""
+    """A YOLO model of a kind the truncated layout does not cover (end-to-end, no DFL, OBB, ...)."""
 
 
 class CutError(TruncateError, ValueError):
@@ -503,10 +503,8 @@ def _refuse_unsupported(path: Path, model, meta: Mapping[str, str]) -> None:
     if task == "obb" or head.startswith("OBB"):
         raise UnsupportedHeadError(f"{path}: OBB (oriented box) models are not supported yet; only detect, segment "
                                    "and pose heads can be truncated")
-    if task == "classify" or head == "Classify":
-        raise UnsupportedHeadError(f"{path}: classify models are not supported yet (no detection head to truncate)")
-    if task is not None and task not in LEVEL_OUTPUTS:
-        raise UnsupportedHeadError(f"{path}: task {task!r} is not supported; only detect, segment and pose")
+    if task is not None and task not in (*LEVEL_OUTPUTS, "classify"):
+        raise UnsupportedHeadError(f"{path}: task {task!r} is not supported; only detect, segment, pose and classify")
     if (meta.get("end2end") == "True" or head in _END2END_HEADS or head.endswith("26")
             or "TopK" in ops or "NonMaxSuppression" in ops):
         raise UnsupportedHeadError(
@@ -901,8 +899,8 @@ def truncate(
     src = src.resolve()
     if input_dtype not in INPUT_DTYPES:
         raise CutError(f"{src}: input_dtype must be one of {', '.join(INPUT_DTYPES)}, got {input_dtype!r}")
-    if task is not None and task not in LEVEL_OUTPUTS:
-        raise CutError(f"{src}: task must be one of {', '.join(LEVEL_OUTPUTS)}, got {task!r}")
+    if task is not None and task not in (*LEVEL_OUTPUTS, "classify"):
+        raise CutError(f"{src}: task must be one of {', '.join(LEVEL_OUTPUTS)}, classify, got {task!r}")
     if reg_max is not None and (isinstance(reg_max, bool) or not isinstance(reg_max, int) or reg_max < 2):
         raise CutError(f"{src}: reg_max must be an integer >= 2, got {reg_max!r}")
     hw_arg = _parse_hw(imgsz, str(src))
@@ -944,6 +942,11 @@ def truncate(
     _to_float32(model)
     if inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         raise NotAYoloHeadError(f"{src}: input {inp.name!r} is not a float image tensor")
+    from tools.truncate_classify import is_classifier_file, truncate_classifier
+
+    if is_classifier_file(meta, task):  # a stock classifier: cut before its softmax
+        return truncate_classifier(model, src, out, meta, sha, name_map, hw_arg, dims, input_dtype, simplify,
+                                   NotAYoloHeadError)
 
     meta_hw = _literal(meta.get("imgsz"))
     meta_hw = (meta_hw, meta_hw) if isinstance(meta_hw, int) else (tuple(meta_hw) if meta_hw else None)
@@ -1016,7 +1019,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="output .onnx (default: MODEL-truncated.onnx beside it)")
     p.add_argument("--cut", nargs="+", action="extend", default=None, metavar="TENSOR",
                    help="cut at these tensors (per-level Reshape or conv outputs) instead of finding the head")
-    p.add_argument("--task", choices=sorted(LEVEL_OUTPUTS), default=None, help="task, when the file does not say")
+    p.add_argument("--task", choices=sorted((*LEVEL_OUTPUTS, "classify")), default=None,
+                   help="task, when the file does not say")
     p.add_argument("--names", default=None, metavar="FILE",
                    help="class names: a data yaml (names:), a JSON/YAML list or dict, or one name a line")
     p.add_argument("--kpt-shape", type=int, nargs=2, default=None, metavar=("K", "D"),

@@ -24,8 +24,9 @@ def annotate(image_bgr: np.ndarray, result: Result, mask_alpha: float = 0.5,
              trails: Mapping[int, Sequence[tuple[float, float]]] | None = None) -> np.ndarray:
     """Return a copy of ``image_bgr`` (h, w, 3) uint8 with the detections of ``result`` drawn on it.
 
-    Masks are drawn only when they are at original resolution (``mask_form == "native"``). Tracked Results
-    carry the id in each label; ``trails`` maps track ids to their recent box centres, drawn as lines.
+    Masks are drawn only when they are at original resolution (``mask_form == "native"``). A classifier's top-5
+    classes and probabilities are written at the top left. Tracked Results carry the id in each label;
+    ``trails`` maps track ids to their recent box centres, drawn as lines.
     """
     canvas = image_bgr.copy()
     h, w = canvas.shape[:2]
@@ -51,6 +52,8 @@ def annotate(image_bgr: np.ndarray, result: Result, mask_alpha: float = 0.5,
         cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + baseline + 3), color, -1, cv2.LINE_AA)
         cv2.putText(canvas, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
                     max(thickness - 1, 1), cv2.LINE_AA)
+    if result.probs is not None:
+        _draw_top5(canvas, result, font_scale, max(thickness - 1, 1))
     if result.keypoints is not None:
         for person in result.keypoints:
             for point in person:
@@ -58,3 +61,15 @@ def annotate(image_bgr: np.ndarray, result: Result, mask_alpha: float = 0.5,
                     continue
                 cv2.circle(canvas, (int(point[0]), int(point[1])), thickness + 1, (0, 255, 255), -1, cv2.LINE_AA)
     return canvas
+
+
+def _draw_top5(canvas: np.ndarray, result: Result, font_scale: float, thickness: int) -> None:
+    """A classifier's top-5 classes with probabilities, one line each at the top left, best first."""
+    y = 0
+    for c in result.top5:
+        label = f"{result.names[c]} {float(result.probs[c]):.2f}"
+        (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        cv2.rectangle(canvas, (0, y), (tw + 6, y + th + baseline + 6), class_color(int(c)), -1, cv2.LINE_AA)
+        cv2.putText(canvas, label, (3, y + th + 3), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thickness,
+                    cv2.LINE_AA)
+        y += th + baseline + 6

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="score threshold, keep score > conf (default 0.25; 0.1 with --track, as Ultralytics)")
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
     parser.add_argument("--imgsz", type=int, nargs="+", metavar="N",
-                        help="letterbox size, N or H W (default: the model's own size)")
+                        help="input size, N or H W (default: the model's own size)")
     parser.add_argument("--classes", type=int, nargs="+", metavar="ID", help="keep only these class ids")
     parser.add_argument("--max-det", type=int, default=300, help="most detections per image (default 300)")
     parser.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")

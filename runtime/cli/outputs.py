@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from runtime.records.coco import frame_record, result_to_coco
+from runtime.records.probs import top5_text
 from runtime.cli.draw import annotate
 from runtime.errors import InputError
 from runtime.io.files import atomic_write_bytes, atomic_write_json
@@ -25,7 +26,9 @@ STAGES = (("preprocess", "pre"), ("inference", "infer"), ("decode", "decode"), (
 
 
 def _counts(result: Result) -> str:
-    """``3 person, 1 bus``, or ``no detections``."""
+    """``3 person, 1 bus``, or ``no detections``; a classifier's top 5: ``cat 0.61, dog 0.20, ...``."""
+    if result.probs is not None:
+        return top5_text(result)
     return ", ".join(f"{n} {c}" for c, n in result.counts().items()) or "no detections"
 
 

@@ -3,7 +3,8 @@ for the interface). :data:`HEADS` lists them in the order they are asked; the fi
 model's spec serves it.
 
 * :mod:`runtime.heads.dfl` -- our truncated layout: DFL boxes, one-to-many, NMS on the host;
-* :mod:`runtime.heads.stock` -- a stock Ultralytics ``output0`` (decoded in the graph), NMS on the host.
+* :mod:`runtime.heads.stock` -- a stock Ultralytics ``output0`` (decoded in the graph), NMS on the host;
+* :mod:`runtime.heads.classify` -- classifiers: logits (or stock probabilities) to ``probs``.
 
 New heads (oriented boxes, classification, one-to-one YOLO26 / YOLOv10) go here as modules of their own.
 """
@@ -14,10 +15,11 @@ from runtime.errors import ModelError
 from runtime.records.spec import ModelSpec
 
 from runtime.heads.base import Head, HeadOutput, HeadSettings
+from runtime.heads.classify import ClassifyHead
 from runtime.heads.dfl import DflHead
 from runtime.heads.stock import StockHead
 
-HEADS: tuple[type[Head], ...] = (DflHead, StockHead)
+HEADS: tuple[type[Head], ...] = (ClassifyHead, DflHead, StockHead)
 
 __all__ = ["HEADS", "Head", "HeadOutput", "HeadSettings", "head_for"]
 

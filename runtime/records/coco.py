@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from runtime.records.probs import top5_entries
 from runtime.records.result import Result
 
 
@@ -52,8 +53,13 @@ def result_to_coco(result: Result, image_id: Any, category_ids: Sequence[int] | 
     models), keypoints [x1, y1, v1, ...] (pose models; unrounded unless ``keypoint_decimals``), track_id
     (tracked Results).
 
-    ``category_ids[class_id]`` maps model classes to dataset categories (identity when None).
+    ``category_ids[class_id]`` maps model classes to dataset categories (identity when None). A classifier's Result
+    gives one record: image_id, its best class (category_id, score) and ``top5`` (:func:`top5_entries`).
     """
+    if result.probs is not None:
+        best = top5_entries(result, category_ids)
+        return [{"image_id": image_id, "category_id": best[0]["category_id"], "score": best[0]["score"],
+                 **({"category_name": best[0]["category_name"]} if with_names else {}), "top5": best}]
     rles = result_rles(result)
     flat = keypoints_to_flat(result.keypoints) if result.keypoints is not None else None
     if flat is not None and keypoint_decimals is not None:
@@ -83,8 +89,9 @@ def result_to_coco(result: Result, image_id: Any, category_ids: Sequence[int] | 
 def frame_record(result: Result) -> dict:
     """One JSON-ready record of an image or video frame: where it came from and its detections as COCO-style
     dicts (category, bbox [x, y, w, h], score, RLE ``segmentation`` for segment models, flat ``keypoints``
-    [x1, y1, v1, ...] for pose models, ``track_id`` for tracked Results)."""
-    detections = result_to_coco(result, None, with_names=True, keypoint_decimals=2)
+    [x1, y1, v1, ...] for pose models, ``track_id`` for tracked Results); a classifier's ``top5`` instead."""
+    detections = [] if result.probs is not None else result_to_coco(result, None, with_names=True,
+                                                                      keypoint_decimals=2)
     for det in detections:
         del det["image_id"]
     frame = result.frame
@@ -97,4 +104,5 @@ def frame_record(result: Result) -> dict:
         "width": int(w),
         "height": int(h),
         "detections": detections,
+        **({"top5": top5_entries(result)} if result.probs is not None else {}),
     }

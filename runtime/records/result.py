@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from runtime.records.frame import FrameInfo
+from runtime.records.crop import CenterCrop
 from runtime.records.letterbox import Letterbox
 
 
@@ -24,14 +25,16 @@ class Result:
     none. ``track_ids`` (n,) int64: each detection's track id, on Results of ``Predictor.track`` (None
     elsewhere). ``names`` are all class names of the model. ``speed_ms`` holds this image's share of each
     stage. ``frame`` says where the image came from (source, frame index, timestamp), when known.
-    A Result is built whole and never changed; indexing and tracking make new ones.
+    ``probs`` (nc,) float32: a classifier's softmax over all classes (None for other models, whose
+    Results it leaves unchanged); a classifier's Result has no boxes, and ``top1`` / ``top5`` / ``class_names``
+    read its best classes. A Result is built whole and never changed; indexing and tracking make new ones.
     """
 
     xyxy: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
     names: tuple[str, ...]
-    letterbox: Letterbox
+    letterbox: Letterbox | CenterCrop  # how the image was placed in the input (a classifier's: its centre crop)
     masks: np.ndarray | None = None
     mask_form: str | None = None
     keypoints: np.ndarray | None = None
@@ -40,6 +43,7 @@ class Result:
     speed_ms: dict[str, float] = field(default_factory=dict)
     frame: FrameInfo | None = None
     track_ids: np.ndarray | None = None
+    probs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -58,6 +62,8 @@ class Result:
             checks.append(("keypoints", self.keypoints, (n,) + self.keypoints.shape[1:]))
         if self.track_ids is not None:
             checks.append(("track_ids", self.track_ids, (n,)))
+        if self.probs is not None:
+            checks.append(("probs", self.probs, (len(self.names),)))
         for name, arr, expected in checks:
             if arr.shape != expected:
                 raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
@@ -107,8 +113,23 @@ class Result:
 
     @property
     def class_names(self) -> list[str]:
-        """Class name of each detection."""
-        return [self.names[i] for i in self.class_ids]
+        """Class name of each detection; for a classifier, of its top-5 classes, best first."""
+        return [self.names[i] for i in (self.class_ids if self.probs is None else self.top5)]
+
+    @property
+    def top5(self) -> list[int]:
+        """A classifier's five (or nc) most probable class ids, best first (ties: lower id first); [] otherwise."""
+        return [] if self.probs is None else np.argsort(-self.probs, kind="stable")[:5].tolist()
+
+    @property
+    def top1(self) -> int | None:
+        """A classifier's most probable class id; None for other models."""
+        return None if self.probs is None else int(np.argmax(self.probs))
+
+    @property
+    def top5conf(self) -> np.ndarray | None:
+        """The probabilities of :attr:`top5`."""
+        return None if self.probs is None else self.probs[self.top5]
 
     @property
     def xywh(self) -> np.ndarray:

@@ -7,6 +7,9 @@ Two layouts are understood:
   names, strides and ``reg_max`` in the metadata.
 * ``standard`` — a stock Ultralytics export: ``output0`` of shape [B, 4 + nc (+ nm | + nk), N]
   with decoded boxes and sigmoid scores, plus ``output1`` prototypes for segment.
+
+A classifier has one output of shape [B, nc]: ``logits`` (truncated: before the softmax) or a stock
+``output0`` (softmax probabilities).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from runtime.errors import ModelError
 TRUNCATED_LAYOUT = "truncated"
 STANDARD_LAYOUT = "standard"
 SUPPORTED_LAYOUT_VERSIONS = {"1"}
-TASKS = ("detect", "segment", "pose")
+TASKS = ("detect", "segment", "pose", "classify")
+CLASSIFY_STRIDE = 32  # Ultralytics' predict rounds a classifier's imgsz up to a multiple of 32
 _INPUT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}  # onnxruntime NodeArg.type -> numpy
 _LEVEL_NAME = re.compile(r"^(box|cls|mc|kpt)_p(\d+)$")
 
@@ -64,7 +68,7 @@ class ModelSpec:
     imgsz: tuple[int, int]
     levels: tuple[LevelOutputs, ...]  # truncated layout only
     proto: str | None
-    output0: str | None  # standard layout only
+    output0: str | None  # standard layout, and a classifier's one output
     metadata: Mapping[str, str]
 
     @property
@@ -76,9 +80,14 @@ class ModelSpec:
         return max(self.strides)
 
     @property
+    def preprocess(self) -> str:
+        """How an image becomes the input: Ultralytics' classify transforms for classifiers, else its letterbox."""
+        return "center_crop" if self.task == "classify" else "letterbox"
+
+    @property
     def output_names(self) -> list[str]:
         """The outputs the postprocess reads, in a fixed order."""
-        if self.layout == STANDARD_LAYOUT:
+        if self.output0 is not None:
             return [self.output0] + ([self.proto] if self.proto else [])
         names = [n for lv in self.levels for n in (lv.box, lv.cls, lv.extra) if n]
         return names + ([self.proto] if self.proto else [])
@@ -175,6 +184,8 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
     if task not in TASKS:
         raise ModelError(f"{path}: task '{task}' is not supported (supported: {', '.join(TASKS)})")
     names = _parse_names(metadata["names"], path)
+    if task == "classify":
+        return _classify_spec(path, metadata, inp.name, input_dtype, batch, input_hw, names, outputs)
     kpt_shape = tuple(ast.literal_eval(metadata["kpt_shape"])) if task == "pose" and "kpt_shape" in metadata else None
 
     if metadata.get("layout") == "truncated-head":
@@ -215,3 +226,24 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
     return ModelSpec(path, STANDARD_LAYOUT, task, names, (stride,), 0, None, nm, kpt_shape, inp.name, input_dtype, batch,
                      input_hw, _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), (), proto, output_names[0],
                      dict(metadata))
+
+
+def _classify_spec(path: Path, metadata: Mapping[str, str], input_name: str, input_dtype: str, batch: int | None,
+                   input_hw: tuple[int, int] | None, names: tuple[str, ...], outputs: Sequence[Any]) -> ModelSpec:
+    """A classifier: one [batch, nc] output, raw logits in our layout or softmax probabilities in a stock export."""
+    shapes = {o.name: list(o.shape) for o in outputs}
+    if len(outputs) != 1 or len(outputs[0].shape) != 2:
+        raise ModelError(f"{path}: a classify model has one output of shape [batch, nc], found {shapes}")
+    out = outputs[0]
+    channels = _static_dim(out.shape[1])
+    if channels is not None and channels != len(names):
+        raise ModelError(f"{path}: {len(names)} class names but output '{out.name}' has {channels} classes")
+    layout = STANDARD_LAYOUT
+    if metadata.get("layout") == "truncated-head":
+        if metadata.get("layout_version") not in SUPPORTED_LAYOUT_VERSIONS:
+            raise ModelError(f"{path}: truncated-head layout version {metadata.get('layout_version')!r} "
+                             "is not supported by this runtime")
+        layout = TRUNCATED_LAYOUT
+    imgsz = _parse_hw(metadata.get("imgsz"), input_hw or (224, 224))
+    return ModelSpec(path, layout, "classify", names, (CLASSIFY_STRIDE,), 0, None, 0, None, input_name, input_dtype,
+                     batch, input_hw, imgsz, (), None, out.name, dict(metadata))
