@@ -516,8 +516,8 @@ def test_quantized_pose_model_runs_in_predictor(random_pose_onnx, calib_dir, tmp
 @pytest.mark.parametrize("argv, message", [
     (["--silu-clip", "7"], "--target onnxruntime"),
     (["--method", "entropy"], "--target onnxruntime"),
-    (["--target", "onnxruntime", "--bias-correction"], "--no-bias-correction"),
-], ids=["silu-clip", "entropy", "bias-correction"])
+    (["--shared-scales"], "--target onnxruntime"),
+], ids=["silu-clip", "entropy", "shared-scales"])
 def test_options_of_the_other_target_are_refused(random_detect_onnx, calib_dir, tmp_path, capsys, argv, message):
     out = tmp_path / "o.onnx"
     err = _run_error([random_detect_onnx, "--calib", calib_dir, "-o", out, *argv], capsys)
@@ -599,3 +599,36 @@ def test_branch_nodes_are_found_from_the_graph():
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("out_a", "out_b", "out_c")])
     # a1 feeds out_a and (through join) out_c: not a branch; stem feeds all three
     assert branch_nodes(helper.make_model(graph)) == ["a2", "b1", "shared", "join"]
+
+
+def test_onnxruntime_bias_correction_uses_quantize_statics_weight_grid(random_detect_onnx, calib_dir, tmp_path):
+    """The weights quantize_static writes are the grid correct_biases assumes; the correction moves the biases of
+    the int8 convs and leaves the float convs' alone."""
+    from tools.ort_qdq import ort_weight_grid
+
+    models = {}
+    for flag in ("--bias-correction", "--no-bias-correction"):
+        out = tmp_path / f"{flag}.onnx"
+        assert qz.main([str(random_detect_onnx), "--calib", str(calib_dir), "--num", "2", "--target", "onnxruntime",
+                        flag, "-o", str(out)]) == 0
+        models[flag] = onnx.load(str(out))
+    float_inits = _inits(onnx.load(str(random_detect_onnx)))
+    corrected, plain = _inits(models["--bias-correction"]), _inits(models["--no-bias-correction"])
+    model = models["--bias-correction"]
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    int8_convs = moved = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        if node.input[1] not in dq:  # a float conv: its bias is the float model's
+            np.testing.assert_array_equal(corrected[node.input[2]], float_inits[node.input[2]])
+            continue
+        int8_convs += 1
+        w_dq = dq[node.input[1]]
+        w_q = corrected[w_dq.input[0]].astype(np.float32)
+        scale = corrected[w_dq.input[1]].reshape(-1, *([1] * (w_q.ndim - 1)))
+        weight_name = next(k for k in float_inits if w_dq.input[0].startswith(k) and k.endswith("weight"))
+        np.testing.assert_allclose(w_q * scale, ort_weight_grid(float_inits[weight_name], True), rtol=0, atol=1e-7)
+        bias_q = dq[node.input[2]].input[0]
+        moved += not np.array_equal(corrected[bias_q], plain[bias_q])
+    assert int8_convs > 10 and moved > int8_convs // 2

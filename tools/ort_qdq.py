@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tools.qdq import ActivationStats, bias_shift
 from tools.quant_model import as_model, quiet, silu_inputs
 
 # ops that move values without computing new ones: onnxruntime runs them on uint8 when input and outputs share a scale
@@ -93,6 +94,38 @@ def adjust_ranges(calib_cache: str | Path, pre_path: str | Path, silu_clip: floa
     return Path(out_path)
 
 
+def ort_weight_grid(weight: np.ndarray, per_channel: bool) -> np.ndarray:
+    """``weight`` rounded as quantize_static rounds it: symmetric int8 in [-127, 127], scale max|w| / 127 per output
+    channel (or per tensor), round half to even."""
+    rows = weight.reshape(weight.shape[0], -1).astype(np.float32)
+    bound = np.abs(rows).max(axis=1, keepdims=True) if per_channel else np.abs(rows).max(keepdims=True)
+    scale = np.where(bound > 0, bound / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    return (np.clip(np.rint(rows / scale), -127, 127) * scale).reshape(weight.shape)
+
+
+def correct_biases(model, stats: ActivationStats, exclude: Sequence[str], per_channel: bool) -> int:
+    """Move each quantized Conv's bias by ``-sum((W_q - W) * E[x])``: the mean output shift its weight rounding causes
+    (``E[x]`` the per-channel mean of its input over the calibration images). Returns how many biases moved."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    skip = set(exclude)
+    moved = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.name in skip or len(node.input) < 3:
+            continue
+        x, w_name, b_name = node.input[0], node.input[1], node.input[2]
+        if w_name not in inits or b_name not in inits or x not in stats.channel_sums:
+            continue
+        w = numpy_helper.to_array(inits[w_name])
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        shift = bias_shift(w, ort_weight_grid(w, per_channel), group, stats.channel_mean(x))
+        bias = numpy_helper.to_array(inits[b_name]).astype(np.float64) + shift
+        inits[b_name].CopyFrom(numpy_helper.from_array(bias.astype(np.float32), b_name))
+        moved += 1
+    return moved
+
+
 def fold_input_normalisation(model, input_name: str) -> bool:
     """Replace ``uint8 input -> Cast -> Div(255) -> QuantizeLinear`` by the input itself, dequantized with scale 1/255
     and zero point 0 by the DequantizeLinear nodes that read the QuantizeLinear's output. Returns whether the pattern
@@ -137,9 +170,10 @@ def fold_input_normalisation(model, input_name: str) -> bool:
 def build_ort_qdq(pre_path: str | Path, calib_cache: str | Path, *, out_path: str | Path, input_name: str,
                   activation_type: str, activation_symmetric: bool, weight_symmetric: bool, per_channel: bool,
                   reduce_range: bool, silu_clip: float | None, shared_scales: bool,
-                  exclude: Sequence[str]) -> Path:
+                  exclude: Sequence[str], stats: ActivationStats | None = None) -> Path:
     """quantize_static (QDQ) of the pre-processed model with the (adjusted) ranges of ``calib_cache``, no
-    recalibration, then the input prologue folded; writes ``out_path``."""
+    recalibration, then the input prologue folded; writes ``out_path``. With ``stats``, the biases are corrected
+    first (:func:`correct_biases`)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import load_tensors_data
@@ -148,6 +182,11 @@ def build_ort_qdq(pre_path: str | Path, calib_cache: str | Path, *, out_path: st
     table = adjust_ranges(calib_cache, pre_path, silu_clip, shared_scales, Path(out_path).with_suffix(".ranges.json"))
     method = load_tensors_data(table).calibration_method
     extra = {"ActivationSymmetric": activation_symmetric, "WeightSymmetric": weight_symmetric}
+    if stats is not None:
+        model = onnx.load(str(pre_path))
+        correct_biases(model, stats, exclude, per_channel)
+        pre_path = Path(out_path).with_suffix(".corrected.onnx")
+        onnx.save(model, str(pre_path))
     with quiet():
         quantize_static(str(pre_path), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, reduce_range=reduce_range, activation_type=act,

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["ActivationStats", "activation_qparams", "build_conv_qdq", "calibration_tensors", "collect_stats", "conv_inputs",
+__all__ = ["ActivationStats", "activation_qparams", "bias_shift", "build_conv_qdq", "calibration_tensors", "collect_stats", "conv_inputs",
            "quantize_weight", "quantizer_groups"]
 
 QUANTIZED_OPS = ("Conv",)
@@ -214,7 +214,7 @@ def activation_qparams(lo: float, hi: float, activation_type: str = "u8", symmet
     return scale, np.uint8(np.clip(np.rint(-lo / scale), 0, 255))
 
 
-def _bias_shift(w: np.ndarray, w_dq: np.ndarray, group: int, x_mean: np.ndarray) -> np.ndarray:
+def bias_shift(w: np.ndarray, w_dq: np.ndarray, group: int, x_mean: np.ndarray) -> np.ndarray:
     """-(W_dq - W) . E[x] summed over each output channel's kernel: the mean output shift rounding causes."""
     out_ch, in_per_group = w.shape[0], w.shape[1]
     per_group_out = out_ch // group
@@ -281,7 +281,7 @@ def build_conv_qdq(model, stats: ActivationStats, exclude: Iterable[str] = (), *
         bias_is_constant = len(node.input) < 3 or not node.input[2] or node.input[2] in inits
         if bias_correction and node.input[0] != exact and bias_is_constant:  # (a computed bias is left as it is)
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            shift = _bias_shift(w, q.astype(np.float32) * scale.reshape(-1, *([1] * (w.ndim - 1))), group,
+            shift = bias_shift(w, q.astype(np.float32) * scale.reshape(-1, *([1] * (w.ndim - 1))), group,
                                 stats.channel_mean(node.input[0]))
             bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 \
                 and node.input[2] else np.zeros(w.shape[0])

@@ -96,9 +96,6 @@ class Recipe:
             if unsupported:
                 raise QuantizeError(f"{', '.join(unsupported)} only apply to --target onnxruntime "
                                     "(the openvino layout never quantizes SiLU inputs)")
-        elif self.bias_correction:
-            raise QuantizeError("--bias-correction is not available with --target onnxruntime "
-                                "(onnxruntime's quantize_static computes its own biases); pass --no-bias-correction")
 
     def label(self) -> str:
         """Short human-readable name, e.g. 'openvino/meanminmax/pc/s8-sym/bc/floatbranches'."""
@@ -171,7 +168,8 @@ class Calibrated:
                                  activation_symmetric=recipe.activation_symmetric,
                                  weight_symmetric=recipe.weight_symmetric, per_channel=recipe.per_channel,
                                  reduce_range=recipe.reduce_range, silu_clip=recipe.silu_clip,
-                                 shared_scales=recipe.shared_scales, exclude=excluded_nodes(self.model_path, recipe))
+                                 shared_scales=recipe.shared_scales, exclude=excluded_nodes(self.model_path, recipe),
+                                 stats=self.stats if recipe.bias_correction else None)
         import onnx
 
         model = onnx.load(str(self.model_path))
@@ -224,7 +222,8 @@ def calibrate_model(info: ModelInfo, images: Sequence[Path], recipe: Recipe, wor
         pre = prepare_model(info.path, workdir / "preprocessed.onnx")
         check_excludes(recipe.exclude, [n.name for n in onnx.load(str(pre)).graph.node], info.node_names, info.path)
         table = load_or_calibrate(pre, info, images, recipe.method, recipe.percentile, cache_dir, workdir)
-        return Calibrated(pre, info.input_name, table=table)
+        stats = load_or_collect_stats(info.path, info, images, cache_dir) if recipe.bias_correction else None
+        return Calibrated(pre, info.input_name, table=table, stats=stats)
     check_excludes(recipe.exclude, info.node_names, info.node_names, info.path)
     return Calibrated(info.path, info.input_name, stats=load_or_collect_stats(info.path, info, images, cache_dir))
 
