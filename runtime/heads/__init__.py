@@ -3,7 +3,9 @@ for the interface). :data:`HEADS` lists them in the order they are asked; the fi
 model's spec serves it.
 
 * :mod:`runtime.heads.dfl` -- our truncated layout: DFL boxes, one-to-many, NMS on the host;
-* :mod:`runtime.heads.stock` -- a stock Ultralytics ``output0`` (decoded in the graph), NMS on the host.
+* :mod:`runtime.heads.stock` -- a stock Ultralytics ``output0`` (decoded in the graph), NMS on the host;
+* :mod:`runtime.heads.obb` -- oriented boxes (task ``obb``), either layout; asked first, since the two
+  above take any model of their layout.
 
 New heads (oriented boxes, classification, one-to-one YOLO26 / YOLOv10) go here as modules of their own.
 """
@@ -15,9 +17,10 @@ from runtime.records.spec import ModelSpec
 
 from runtime.heads.base import Head, HeadOutput, HeadSettings
 from runtime.heads.dfl import DflHead
+from runtime.heads.obb import ObbHead, StockObbHead
 from runtime.heads.stock import StockHead
 
-HEADS: tuple[type[Head], ...] = (DflHead, StockHead)
+HEADS: tuple[type[Head], ...] = (ObbHead, StockObbHead, DflHead, StockHead)
 
 __all__ = ["HEADS", "Head", "HeadOutput", "HeadSettings", "head_for"]
 
