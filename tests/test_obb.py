@@ -174,3 +174,11 @@ def test_cli_json_writes_rotated_boxes_and_polygons(tiny_obb_onnx, pictures, tmp
     frame = json.loads((tmp_path / "frames.jsonl").read_text().splitlines()[0])
     assert all({"rbox", "poly"} <= set(d) for d in frame["detections"])
     assert cv2.imread(str(out_dir / pictures[0].name)) is not None
+
+
+def test_quantization_keeps_the_angle_tail_float(tiny_obb_onnx):
+    """The angle branch regresses a fine value, like keypoints: its last convs stay float under W8A8."""
+    from tools.quant_model import branch_tail_convs
+
+    tails = branch_tail_convs(tiny_obb_onnx, 2)
+    assert sorted(tails) == ["ang_p3", "ang_p4", "ang_p5"]  # the tiny model's branches are one conv each
