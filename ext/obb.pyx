@@ -5,7 +5,7 @@ that Ultralytics runs on rotated boxes."""
 
 import numpy as np
 
-from libc.math cimport cos, cosf, exp, log, sin, sinf, sqrt, M_PI
+from libc.math cimport cos, cosf, exp, expf, log, sin, sinf, sqrt, M_PI
 from libc.stdint cimport int64_t
 
 cdef double PROBIOU_EPS = 1e-7
@@ -31,22 +31,22 @@ cdef void _check_levels(tuple box_maps, tuple angle_maps, const int64_t[::1] lev
             raise ValueError(f"level {lv}: width {widths[lv]} does not divide {b.shape[1]} anchors")
 
 
-cdef inline float _distance(const float[:, ::1] m, Py_ssize_t side, Py_ssize_t local, const double[::1] bins) noexcept nogil:
-    """Expected distance of one side: softmax over the bins (float64, rounded once to float32)."""
+cdef inline float _distance(const float[:, ::1] m, Py_ssize_t side, Py_ssize_t local, const float[::1] bins) noexcept nogil:
+    """Expected distance of one side: softmax over the bins, in float32 as the network's DFL computes it."""
     cdef Py_ssize_t n = bins.shape[0], i, c0 = side * n
-    cdef double top = m[c0, local], e, total = 0.0, weighted = 0.0
+    cdef float top = m[c0, local], e, total = 0.0, weighted = 0.0
     for i in range(1, n):
         if m[c0 + i, local] > top:
             top = m[c0 + i, local]
     for i in range(n):
-        e = exp(<double>m[c0 + i, local] - top)
+        e = expf(m[c0 + i, local] - top)
         total += e
         weighted += e * bins[i]
-    return <float>(weighted / total)
+    return weighted / total
 
 
 def rotated_boxes(tuple box_maps, tuple angle_maps, const int64_t[::1] level_ends, const int64_t[::1] widths,
-                  const float[::1] strides, const double[::1] bins, const int64_t[::1] anchor_ids,
+                  const float[::1] strides, const float[::1] bins, const int64_t[::1] anchor_ids,
                   float[:, ::1] out):
     """out[k] = the rotated box (cx, cy, w, h, angle) of global anchor ``anchor_ids[k]``, in input pixels.
 
@@ -145,39 +145,108 @@ def probiou_matrix(const float[:, ::1] first, const float[:, ::1] second, double
                                      second[j, 0], second[j, 1], cov2[j, 0], cov2[j, 1], cov2[j, 2])
 
 
-def fast_nms_ranked(const float[:, ::1] boxes, double iou_thr, int64_t[::1] keep):
-    """Matrix NMS on boxes already in descending score order (rows cx, cy, w, h, angle, class offset applied):
-    box j survives when no box ranked before it, kept or not, has probabilistic IoU > ``iou_thr`` with it.
-    Writes the surviving ranks, ascending, into ``keep`` until it is full; returns how many.
+cdef inline bint _suppresses(const float[:, ::1] boxes, const double[:, ::1] cov, Py_ssize_t i, Py_ssize_t j,
+                             double reach, double limit, double iou_thr) noexcept nogil:
+    """Whether box i overlaps box j with probiou > iou_thr. Pairs farther apart than ``reach`` times their
+    spread are not computed, nor the logarithm and roots of pairs whose distance term alone passes ``limit``
+    (see fast_nms_ranked); both only when det(S) > 1e-2, where the other term is above -5e-6."""
+    cdef double dx = <double>boxes[i, 0] - boxes[j, 0], dy = <double>boxes[i, 1] - boxes[j, 1]
+    cdef double sa = cov[i, 0] + cov[j, 0], sb = cov[i, 1] + cov[j, 1], sc = cov[i, 2] + cov[j, 2]
+    cdef double det = sa * sb - sc * sc
+    if det > 1e-2:
+        if dx * dx + dy * dy > reach * (cov[i, 3] + cov[j, 3]):
+            return False
+        if ((sa * dy * dy + sb * dx * dx) / (det + PROBIOU_EPS) * 0.25
+                + (sc * (-dx) * dy) / (det + PROBIOU_EPS) * 0.5) > limit + 1e-5:
+            return False
+    return _probiou(boxes[i, 0], boxes[i, 1], cov[i, 0], cov[i, 1], cov[i, 2],
+                    boxes[j, 0], boxes[j, 1], cov[j, 0], cov[j, 1], cov[j, 2]) > iou_thr
 
-    A pair whose centres lie so far apart (against the boxes' spread) that the Bhattacharyya distance is
-    certainly clamped to 100 has IoU below 0 and is not computed.
-    """
-    cdef Py_ssize_t n = boxes.shape[0], cap = keep.shape[0], i, j, kept = 0
-    if boxes.shape[1] != 5:
-        raise ValueError("boxes must be (n, 5)")
-    cdef double[:, ::1] cov = np.empty((n, 4), np.float64)  # a, b, c, trace bound
-    cdef double dx, dy, iou
-    cdef bint suppressed
+
+cdef double[:, ::1] _covariances(const float[:, ::1] boxes):
+    cdef Py_ssize_t n = boxes.shape[0], j
+    cdef double[:, ::1] cov = np.empty((n, 4), np.float64)  # a, b, c, trace
     with nogil:
         for j in range(n):
             _covariance(boxes, j, &cov[j, 0], &cov[j, 1], &cov[j, 2])
             cov[j, 3] = cov[j, 0] + cov[j, 1]
+    return cov
+
+
+def fast_nms_ranked(const float[:, ::1] boxes, double iou_thr, double reach, double limit, int64_t[::1] keep):
+    """Matrix NMS on boxes already in descending score order (rows cx, cy, w, h, angle, class offset applied):
+    box j survives when no box ranked before it, kept or not, has probabilistic IoU > ``iou_thr`` with it.
+    Writes the surviving ranks, ascending, into ``keep`` until it is full; returns how many.
+
+    ``reach`` bounds where an overlap is possible: with S the sum of the two covariances, the Bhattacharyya
+    distance is at least |d|^2 / (4 trace(S)) (less a negligible term when det(S) > 1e-2), so a pair with
+    |d|^2 > reach * trace(S) is not compared when ``reach`` makes that distance exceed the one ``iou_thr``
+    allows, ``limit`` (see runtime.kernels.obb).
+    """
+    cdef Py_ssize_t n = boxes.shape[0], cap = keep.shape[0], i, j, kept = 0
+    if boxes.shape[1] != 5:
+        raise ValueError("boxes must be (n, 5)")
+    cdef double[:, ::1] cov = _covariances(boxes)
+    cdef bint suppressed
+    with nogil:
         for j in range(n):
             if kept >= cap:
                 break
             suppressed = False
             for i in range(j):
-                dx = <double>boxes[i, 0] - boxes[j, 0]
-                dy = <double>boxes[i, 1] - boxes[j, 1]
-                # Far apart: 0.25 * |d|^2 / trace(S) >= 101 bounds the distance from below (a non-degenerate S).
-                if dx * dx + dy * dy > 405.0 * (cov[i, 3] + cov[j, 3]) and \
-                        (cov[i, 0] + cov[j, 0]) * (cov[i, 1] + cov[j, 1]) - (cov[i, 2] + cov[j, 2]) ** 2 > 1e-2:
-                    continue
-                iou = _probiou(boxes[i, 0], boxes[i, 1], cov[i, 0], cov[i, 1], cov[i, 2],
-                               boxes[j, 0], boxes[j, 1], cov[j, 0], cov[j, 1], cov[j, 2])
-                if iou > iou_thr:
+                if _suppresses(boxes, cov, i, j, reach, limit, iou_thr):
                     suppressed = True
+                    break
+            if not suppressed:
+                keep[kept] = j
+                kept += 1
+    return kept
+
+
+cdef inline Py_ssize_t _first_at_least(const int64_t[::1] keys, int64_t key) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = keys.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def fast_nms_grid(const float[:, ::1] boxes, double iou_thr, double reach, double limit, const int64_t[::1] cell_x,
+                  const int64_t[::1] cell_y, const int64_t[::1] sorted_keys, const int64_t[::1] by_key,
+                  int64_t row_span, int64_t[::1] keep):
+    """:func:`fast_nms_ranked` when every pair that can overlap lies in neighbouring cells of a grid: box j is
+    compared only with the earlier boxes of its own and the 8 neighbouring cells. ``cell_x`` / ``cell_y`` (n,)
+    are the boxes' cells, ``sorted_keys`` the ascending keys ``cell_x * row_span + cell_y`` and ``by_key``
+    the box of each sorted key. Same survivors as :func:`fast_nms_ranked`."""
+    cdef Py_ssize_t n = boxes.shape[0], cap = keep.shape[0], i, j, p, kept = 0
+    cdef int dx, dy
+    cdef int64_t key
+    if boxes.shape[1] != 5 or cell_x.shape[0] != n or cell_y.shape[0] != n or sorted_keys.shape[0] != n \
+            or by_key.shape[0] != n:
+        raise ValueError("boxes must be (n, 5) with n cells, keys and key owners")
+    cdef double[:, ::1] cov = _covariances(boxes)
+    cdef bint suppressed
+    with nogil:
+        for j in range(n):
+            if kept >= cap:
+                break
+            suppressed = False
+            for dx in range(-1, 2):
+                for dy in range(-1, 2):
+                    key = (cell_x[j] + dx) * row_span + cell_y[j] + dy
+                    p = _first_at_least(sorted_keys, key)
+                    while p < n and sorted_keys[p] == key:
+                        i = by_key[p]
+                        p += 1
+                        if i < j and _suppresses(boxes, cov, i, j, reach, limit, iou_thr):
+                            suppressed = True
+                            break
+                    if suppressed:
+                        break
+                if suppressed:
                     break
             if not suppressed:
                 keep[kept] = j

@@ -70,6 +70,25 @@ def test_nms_classes_agnostic_max_det_and_order():
         rotated_nms(boxes, scores, classes, 1.5)
 
 
+@pytest.mark.parametrize("thr", [0.0, 0.1, 0.45, 0.7, 0.95])
+def test_nms_matches_the_rule_on_dense_scenes(thr):
+    """The neighbour-cell search and the every-pair loop (tiny boxes) keep exactly what the rule says."""
+    rng = np.random.default_rng(int(thr * 100))
+    for trial in range(6):
+        n = 600
+        boxes = random_rboxes(rng, n, span=150.0 if trial % 2 else 600.0)
+        if trial == 5:
+            boxes[::7, 2:4] = rng.uniform(0.1, 0.9, (len(boxes[::7]), 2))  # under a pixel: the every-pair path
+        scores = rng.uniform(0, 1, n).astype(np.float32)
+        classes = rng.integers(0, 2, n)
+        order = np.argsort(-scores, kind="stable")
+        shifted = boxes[order].copy()
+        shifted[:, :2] += (classes[order].astype(np.float32) * np.float32(7680))[:, None]
+        iou = np.triu(probiou(shifted, shifted), 1)
+        want = order[~(iou > np.float32(thr)).any(0)][:300]
+        assert rotated_nms(boxes, scores, classes, thr).tolist() == want.tolist(), trial
+
+
 def test_probiou_and_nms_match_ultralytics():
     torch = pytest.importorskip("torch")
     pytest.importorskip("ultralytics")

@@ -67,7 +67,7 @@ class ObbHead(RotatedHead):
         self._angle_names = tuple(lv.extra for lv in spec.levels)
         self._strides = np.asarray(spec.strides, np.float32)
         bins = spec.dfl_bins if spec.dfl_bins is not None else range(spec.reg_max)
-        self._bins = np.asarray(bins, np.float64)
+        self._bins = np.asarray(bins, np.float32)
 
     def _decoder(self, outputs: Mapping[str, np.ndarray]) -> tuple[TruncatedDecoder, np.ndarray]:
         """The candidate decoder and the grid widths for these outputs' level shapes, built on first use."""

@@ -21,17 +21,20 @@ stays in [-pi/4, 3pi/4) and width may be the short side; so here too.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.kernels._obb import fast_nms_ranked, probiou_matrix
+from runtime.kernels._obb import fast_nms_grid, fast_nms_ranked, probiou_matrix
 from runtime.kernels._obb import rotated_boxes as _rotated_boxes
 
 __all__ = ["CLASS_OFFSET", "probiou", "rotated_boxes", "rotated_corners", "rotated_nms", "rotated_to_source"]
 
 CLASS_OFFSET = 7680.0  # Ultralytics' max_wh
+PROBIOU_EPS = 1e-7  # Ultralytics' eps in probiou
+MIN_GRID_AREA = 1.0  # px^2: smaller boxes make the distance bound loose, and NMS compares every pair
 
 
 def _as_rboxes(name: str, boxes) -> np.ndarray:
@@ -47,11 +50,12 @@ def rotated_boxes(box_maps: tuple[np.ndarray, ...], angle_maps: tuple[np.ndarray
 
     ``box_maps`` per level (4 * len(bins), N_l) and ``angle_maps`` per level (N_l,) float32 C-contiguous;
     ``level_ends`` (L,) int64 cumulative N_l, ``widths`` (L,) int64 grid widths, ``strides`` (L,) float32,
-    ``bins`` the DFL bin values (float64). InputError when they disagree.
+    ``bins`` the DFL bin values (float32). InputError when they disagree.
     """
     out = np.empty((len(anchor_ids), 5), np.float32)
     try:
-        _rotated_boxes(tuple(box_maps), tuple(angle_maps), level_ends, widths, strides, bins,
+        _rotated_boxes(tuple(box_maps), tuple(angle_maps), level_ends, widths, strides,
+                       np.ascontiguousarray(bins, dtype=np.float32),
                        np.ascontiguousarray(anchor_ids, dtype=np.int64), out)
     except (ValueError, IndexError) as exc:
         raise InputError(f"rotated_boxes: {exc}") from None
@@ -97,9 +101,46 @@ def rotated_nms(xywhr: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, io
         offsets = classes[order].astype(np.float32) * np.float32(class_offset)
         ranked[:, :2] += offsets[:, None]
     keep = np.empty(min(n, int(max_det)), np.int64)
-    # torch compares float32 IoUs with the threshold as a float32 scalar.
-    k = fast_nms_ranked(np.ascontiguousarray(ranked), float(np.float32(iou_thr)), keep)
+    thr = float(np.float32(iou_thr))  # torch compares float32 IoUs with the threshold as a float32 scalar
+    limit = _distance_limit(thr)
+    reach = 4.0 * (limit + 1e-5) * 1.0001
+    ranked = np.ascontiguousarray(ranked)
+    area = ranked[:, 2].astype(np.float64) * ranked[:, 3]
+    if reach > 0 and np.isfinite(ranked).all() and area.min() >= MIN_GRID_AREA:
+        k = _grid_nms(ranked, thr, reach, limit, keep)
+    else:
+        k = fast_nms_ranked(ranked, thr, reach, limit, keep)
     return order[keep[:k]]
+
+
+def _distance_limit(iou_thr: float) -> float:
+    """The Bhattacharyya distance below which probiou exceeds ``iou_thr``: ``-ln(1 + eps - (1 - t)^2)``.
+
+    The kernel skips a pair whose distance is surely above it: the distance is the quadratic term
+    ``dT S^-1 d / 4`` (d: centre offset, S: the two covariances) plus a log-determinant term above -5e-6 when
+    det(S) > 1e-2, and the quadratic term is at least ``|d|^2 / (4 trace(S))``, so pairs with ``|d|^2 >
+    4 (limit + 1e-5) trace(S)`` (with a margin for rounding) are not compared. Negative (nothing suppresses)
+    from ``iou_thr`` >= 1.
+    """
+    if iou_thr >= 1.0:
+        return -1.0
+    return -math.log(1.0 + PROBIOU_EPS - (1.0 - iou_thr) ** 2)
+
+
+def _grid_nms(ranked: np.ndarray, thr: float, reach: float, limit: float, keep: np.ndarray) -> int:
+    """The matrix rule comparing each box only with the earlier ones of neighbouring grid cells, the cell as
+    wide as the farthest pair that can still overlap (every box at least MIN_GRID_AREA)."""
+    boxes = ranked.astype(np.float64)
+    trace = (boxes[:, 2] ** 2 + boxes[:, 3] ** 2) / 12.0
+    cell = math.sqrt(reach * 2.0 * float(trace.max())) * 1.0001 + 1e-6
+    cell_x = np.floor(boxes[:, 0] / cell).astype(np.int64)
+    cell_y = np.floor(boxes[:, 1] / cell).astype(np.int64)
+    cell_y -= cell_y.min() - 1  # >= 1, so the neighbour at -1 keeps its own key
+    row_span = int(cell_y.max()) + 2
+    keys = cell_x * row_span + cell_y
+    by_key = np.argsort(keys, kind="stable")
+    return fast_nms_grid(ranked, thr, reach, limit, cell_x, cell_y, np.ascontiguousarray(keys[by_key]), by_key, row_span,
+                         keep)
 
 
 def rotated_corners(xywhr: np.ndarray) -> np.ndarray:
