@@ -201,3 +201,22 @@ def test_quantization_keeps_the_angle_tail_float(tiny_obb_onnx):
 
     tails = branch_tail_convs(tiny_obb_onnx, 2)
     assert sorted(tails) == ["ang_p3", "ang_p4", "ang_p5"]  # the tiny model's branches are one conv each
+
+
+@pytest.mark.parametrize("task", ["depth", "semantic"])
+def test_heads_we_do_not_have_are_refused(tiny_obb_onnx, pictures, tmp_path, capsys, task):
+    import onnx
+
+    from runtime.errors import ModelError
+
+    model = onnx.load(str(tiny_obb_onnx))
+    for prop in model.metadata_props:
+        if prop.key == "task":
+            prop.value = task
+    path = tmp_path / f"{task}.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match=f"task '{task}' is not supported"):
+        Predictor(path)
+    assert main([str(pictures[0]), "--model", str(path), "--no-save"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and task in err
