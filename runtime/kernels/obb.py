@@ -71,7 +71,9 @@ def probiou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def _score_order(scores: np.ndarray) -> np.ndarray:
-    """Descending, ties in input order (torch's CPU sort leaves them so for these sizes)."""
+    """Descending, exact ties in input order. Ultralytics sorts with torch's unstable sort, which orders exact
+    ties its own way beyond a few boxes; where boxes tie (scores saturated at 1.0, seen on random-init models)
+    and overlap, which of them survives may differ. Unrelated boxes and untied scores are unaffected."""
     return np.argsort(-scores, kind="stable")
 
 
