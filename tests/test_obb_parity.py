@@ -122,3 +122,26 @@ def test_obb_engines_agree(obb_pt, export_onnx, obb_images):
         b = Predictor(onnx, conf=0.05, imgsz=RANDOM_IMGSZ, engine="openvino", precision="f32").predict(str(image))[0]
         tally.add(image.name, ours(a), ours(b), 0.05)
     tally.assert_parity(min_detections=60)
+
+
+@pytest.mark.slow
+def test_bench_latency_runs_obb_beside_ultralytics(obb_pt, export_onnx, tmp_path):
+    """bench/latency.py times an OBB model beside Ultralytics' predict and counts both sides' oriented boxes."""
+    import json
+    import shutil
+
+    from bench import latency
+
+    pt = obb_pt(CFGS[1])
+    onnx = export_onnx(pt, imgsz=RANDOM_IMGSZ)
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in asset_images():
+        shutil.copy(image, images / image.name)
+    out = tmp_path / "bench.json"
+    assert latency.main(["--model", str(onnx), "--images", str(images), "--warmup", "1", "--threads", "1",
+                         "--compare-ultralytics", str(pt), "--json", str(out)]) == 0
+    cmp = json.loads(out.read_text())["compare_ultralytics"]
+    dets = cmp["detections_per_image"]
+    assert dets["theirs"] > 0 and abs(dets["ours"] - dets["theirs"]) <= 0.02 * dets["theirs"] + 1
+    assert cmp["host_share"]["ours"] > 0
