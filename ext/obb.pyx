@@ -220,7 +220,8 @@ def fast_nms_grid(const float[:, ::1] boxes, double iou_thr, double reach, doubl
     """:func:`fast_nms_ranked` when every pair that can overlap lies in neighbouring cells of a grid: box j is
     compared only with the earlier boxes of its own and the 8 neighbouring cells. ``cell_x`` / ``cell_y`` (n,)
     are the boxes' cells, ``sorted_keys`` the ascending keys ``cell_x * row_span + cell_y`` and ``by_key``
-    the box of each sorted key. Same survivors as :func:`fast_nms_ranked`."""
+    the box of each sorted key, the boxes of one cell by ascending rank (a stable sort of the keys). Same
+    survivors as :func:`fast_nms_ranked`."""
     cdef Py_ssize_t n = boxes.shape[0], cap = keep.shape[0], i, j, p, kept = 0
     cdef int dx, dy
     cdef int64_t key
@@ -241,7 +242,9 @@ def fast_nms_grid(const float[:, ::1] boxes, double iou_thr, double reach, doubl
                     while p < n and sorted_keys[p] == key:
                         i = by_key[p]
                         p += 1
-                        if i < j and _suppresses(boxes, cov, i, j, reach, limit, iou_thr):
+                        if i >= j:  # a cell lists its boxes by rank: the rest rank after j
+                            break
+                        if _suppresses(boxes, cov, i, j, reach, limit, iou_thr):
                             suppressed = True
                             break
                     if suppressed:
