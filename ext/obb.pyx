@@ -203,6 +203,9 @@ def fast_nms_ranked(const float[:, ::1] boxes, double iou_thr, double reach, dou
     return kept
 
 
+cdef int[3] _NEAR = [0, 1, -1]
+
+
 cdef inline Py_ssize_t _first_at_least(const int64_t[::1] keys, int64_t key) noexcept nogil:
     cdef Py_ssize_t lo = 0, hi = keys.shape[0], mid
     while lo < hi:
@@ -235,9 +238,9 @@ def fast_nms_grid(const float[:, ::1] boxes, double iou_thr, double reach, doubl
             if kept >= cap:
                 break
             suppressed = False
-            for dx in range(-1, 2):
-                for dy in range(-1, 2):
-                    key = (cell_x[j] + dx) * row_span + cell_y[j] + dy
+            for dx in range(3):  # own cell first (0, 1, -1): its boxes overlap most often
+                for dy in range(3):
+                    key = (cell_x[j] + _NEAR[dx]) * row_span + cell_y[j] + _NEAR[dy]
                     p = _first_at_least(sorted_keys, key)
                     while p < n and sorted_keys[p] == key:
                         i = by_key[p]
