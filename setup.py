@@ -1,5 +1,5 @@
 """Build the kernels in ext/ as private modules of runtime.kernels (Cython): _decode, _nms, _masks, _preprocess,
-_anchors and _resample.
+_anchors, _resample and _obb.
 
 Built for the baseline ISA of the target (x86-64: SSE2), so a build runs on any CPU of its platform;
 the vector loops that gain from wider units carry AVX2 (and AVX-512) clones picked at load time (ext/isa_clones.h).
@@ -41,6 +41,7 @@ EXTENSIONS = [
     Extension("runtime.kernels._anchors", ["ext/anchors.pyx"], extra_compile_args=["-O3"]),
     Extension("runtime.kernels._resample", ["ext/resample.pyx"], include_dirs=["ext"], depends=HEADERS,
               extra_compile_args=["-O3"]),
+    Extension("runtime.kernels._obb", ["ext/obb.pyx"], include_dirs=[np.get_include()], extra_compile_args=["-O3", *NO_FMA]),
 ]
 
 

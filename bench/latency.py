@@ -384,7 +384,8 @@ def run_compare(model: Path, reference: Path, images: list[np.ndarray], settings
             sp["rle_encode"] = rle_ms
             sp["postprocess"] += rle_ms
         sp["total"] = sp["preprocess"] + sp["inference"] + sp["postprocess"]
-        return sp, len(res.boxes) if res.boxes is not None else 0
+        boxes = res.boxes if res.boxes is not None else res.obb  # oriented-box models fill obb instead
+        return sp, len(boxes) if boxes is not None else 0
 
     for w in range(max(args.warmup, 1)):
         img = images[w % len(images)]

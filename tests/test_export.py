@@ -332,7 +332,7 @@ def test_cli_missing_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     "cfg, head",
     [
-        ("yolov8n-obb.yaml", "OBB"),
+        ("yolo26n-obb.yaml", "OBB26"),  # end-to-end oriented boxes
         ("yolov10n.yaml", "v10Detect"),
         ("yolo26n.yaml", "Detect"),  # end-to-end (one-to-one) head, reg_max=1
     ],

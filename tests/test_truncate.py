@@ -318,8 +318,8 @@ def _tiny_graph(path: Path) -> Path:
 @pytest.mark.parametrize("cfg, message", [
     ("yolov10n.yaml", "end-to-end head"),
     ("yolo26n.yaml", "end-to-end head|no DFL"),
-    ("yolov8n-obb.yaml", r"OBB \(oriented box\) models are not supported yet"),
-], ids=["v10", "yolo26", "obb"])
+    ("yolo26n-obb.yaml", "end-to-end head|no DFL"),
+], ids=["v10", "yolo26", "yolo26-obb"])
 def test_refuses_unsupported_models(random_pt, stock_export, tmp_path, capsys, cfg, message):
     stock = stock_export(random_pt(cfg), imgsz=128)
     before = sha256(stock)

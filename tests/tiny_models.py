@@ -6,7 +6,7 @@ millisecond and need no checkpoint:
 * :func:`tiny_truncated_model` -- our truncated-head layout (``tools/layout.py``): a uint8 (B, 3, H, W) input
   normalised in the graph (``Cast`` + ``Div 255``), per level (strides 8, 16, 32) the raw head convolutions
   ``box_pN`` (4 * reg_max DFL logits), ``cls_pN`` (nc class logits), ``mc_pN`` (nm mask coefficients, segment)
-  or ``kpt_pN`` (raw keypoints, pose), and ``proto`` (nm, H/4, W/4) for segment, with the metadata our exporter
+  or ``kpt_pN`` (raw keypoints, pose) or ``ang_pN`` (angle logits, obb), and ``proto`` (nm, H/4, W/4) for segment, with the metadata our exporter
   writes (through :func:`tools.layout.finish_graph`, as ``tools/export.py`` does).
 * :func:`tiny_stock_model` -- a stock Ultralytics detect export: float input, ``output0`` (B, 4 + nc, N) of
   decoded centre-size boxes and sigmoid scores.
@@ -33,7 +33,7 @@ KPT_SHAPE = (17, 3)
 NUMERIC_NAMES = tuple(str(k) for k in range(80))  # as a random-init Ultralytics model names its 80 classes
 _FEATURES = 16  # channels of the stem convolution
 # class-logit bias per task: about 20-40 candidates above conf 0.25 before NMS on a 64x64 picture
-CLASS_BIAS = {"detect": -3.4, "segment": -3.4, "pose": -1.8}
+CLASS_BIAS = {"detect": -3.4, "segment": -3.4, "pose": -1.8, "obb": -3.4}
 _DFL_DECAY = 0.6  # logit drop per DFL bin: expected distances of about one to two cells
 
 
@@ -83,7 +83,7 @@ def _float_output(name: str, channels: int, hw: tuple[int, int], batch: int | No
 def tiny_truncated_model(path: str | Path, task: str = "detect", *, names: Sequence[str] | None = None,
                          imgsz: int | tuple[int, int] = TINY_IMGSZ, batch: int | None = None,
                          input_dtype: str = "uint8", seed: int = 0, cls_bias: float | None = None) -> Path:
-    """Write a tiny truncated-head ``task`` model ("detect", "segment" or "pose") to ``path`` and return it.
+    """Write a tiny truncated-head ``task`` model ("detect", "segment", "pose" or "obb") to ``path`` and return it.
 
     ``names``: the class names (default: 80 numeric ones; "person" for pose); ``imgsz``: its fixed input size, a
     multiple of 32; ``batch``: a fixed batch (None: dynamic); ``input_dtype``: "uint8" (normalised in the graph,
@@ -100,7 +100,7 @@ def tiny_truncated_model(path: str | Path, task: str = "detect", *, names: Seque
         raise ValueError(f"imgsz {h}x{w} is not a multiple of {max(STRIDES)}")
     names = tuple(names) if names is not None else (("person",) if task == "pose" else NUMERIC_NAMES)
     nc = len(names)
-    extra = {"detect": None, "segment": ("mc", NM), "pose": ("kpt", int(np.prod(KPT_SHAPE)))}[task]
+    extra = {"detect": None, "segment": ("mc", NM), "pose": ("kpt", int(np.prod(KPT_SHAPE))), "obb": ("ang", 1)}[task]
     rng = np.random.default_rng(seed)
     bias = CLASS_BIAS[task] if cls_bias is None else cls_bias
 

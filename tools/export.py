@@ -2,9 +2,10 @@
 
 The exported graph stops at the last convolution of every head branch: per pyramid level it returns the raw box
 distribution logits (``4 * reg_max`` channels), the raw class logits (``nc`` channels, before sigmoid) and, for
-segment / pose models, the raw mask coefficients (``nm``) / keypoints (``nk``), plus the mask prototypes of segment
-models. DFL, anchor decoding, concatenation, sigmoid and NMS are left to the runtime. A classifier (YOLOv8-cls,
-YOLO11-cls) ends at its class logits, ``logits`` (batch, nc), before the softmax (:mod:`tools.export_classify`).
+segment / pose / obb models, the raw mask coefficients (``nm``) / keypoints (``nk``) / angle logits (1, before the
+sigmoid), plus the mask prototypes of segment models. DFL, anchor decoding, concatenation, sigmoid and NMS are left to
+the runtime. A classifier (YOLOv8-cls, YOLO11-cls) ends at its class logits, ``logits`` (batch, nc), before the
+softmax (:mod:`tools.export_classify`).
 
 Usage::
 
@@ -23,7 +24,7 @@ on onnxruntime's threads inside the session. ``--input-dtype float32`` takes 0..
 
 Outputs, in order, for each level ``pN`` (N = log2(stride), usually p3, p4, p5)::
 
-    box_pN, cls_pN[, mc_pN | kpt_pN]   ...   [proto]
+    box_pN, cls_pN[, mc_pN | kpt_pN | ang_pN]   ...   [proto]
 
 Heavy dependencies (torch, ultralytics, onnx) are imported inside functions so ``--help`` stays fast.
 """
@@ -177,7 +178,7 @@ def _load_yolo(pt: Path):
 
 def _load_model(pt: Path, yolo=None):
     """Load a .pt (or take its loaded ``yolo``) and return (fused fp32 CPU eval model, head, _HeadInfo)."""
-    from ultralytics.nn.modules.head import Detect, Pose, Segment
+    from ultralytics.nn.modules.head import OBB, Detect, Pose, Segment
 
     yolo = yolo if yolo is not None else _load_yolo(pt)
     model = getattr(yolo, "model", None)
@@ -187,12 +188,14 @@ def _load_model(pt: Path, yolo=None):
 
     head = seq[-1]
     kind = type(head).__name__
-    task = {Detect: "detect", Segment: "segment", Pose: "pose"}.get(type(head))  # exact types: no v10/26/OBB/YOLOE
+    task = {Detect: "detect", Segment: "segment", Pose: "pose", OBB: "obb"}.get(type(head))  # exact: no v10/26/YOLOE
     if task is None:
         raise UnsupportedModelError(
             f"{pt}: unsupported head {kind} (task {getattr(yolo, 'task', '?')}); only YOLOv8-style Detect, Segment, "
-            f"Pose and Classify heads can be exported"
+            f"Pose, OBB and Classify heads can be exported"
         )
+    if task == "obb" and int(getattr(head, "ne", 1)) != 1:
+        raise UnsupportedModelError(f"{pt}: unsupported head {kind} with {head.ne} angle channels; OBB heads have 1")
     if getattr(head, "one2one_cv2", None) is not None or getattr(head, "cv2", None) is None:
         raise UnsupportedModelError(
             f"{pt}: unsupported head {kind}: it is an end-to-end (NMS-free, one-to-one) head such as YOLOv10/YOLO26 "
@@ -236,7 +239,7 @@ def _load_model(pt: Path, yolo=None):
 
 def _truncated_forward(task: str):
     """Build a replacement Detect/Segment/Pose.forward returning the raw per-level branch outputs."""
-    with_cv4 = task in ("segment", "pose")
+    with_cv4 = task in ("segment", "pose", "obb")
     with_proto = task == "segment"
 
     def forward(self, x):
@@ -245,7 +248,7 @@ def _truncated_forward(task: str):
             outs.append(self.cv2[i](x[i]))  # box distribution logits, 4*reg_max channels
             outs.append(self.cv3[i](x[i]))  # class logits, nc channels, before sigmoid
             if with_cv4:
-                outs.append(self.cv4[i](x[i]))  # mask coefficients (nm) or raw keypoints (nk)
+                outs.append(self.cv4[i](x[i]))  # mask coefficients (nm), raw keypoints (nk) or angle logits (1)
         if with_proto:
             outs.append(self.proto(x[0]))  # mask prototypes, (B, nm, 2*H/8, 2*W/8)
         return tuple(outs)
@@ -278,7 +281,7 @@ def export_truncated(
     simplify: bool = True,
     input_dtype: str = "uint8",
 ) -> Path:
-    """Export ``pt_path`` (Ultralytics YOLOv8 detect/segment/pose .pt) to a truncated-head ONNX file.
+    """Export ``pt_path`` (Ultralytics YOLOv8 / YOLO11 detect/segment/pose/obb .pt) to a truncated-head ONNX file.
 
     Args:
         pt_path: the .pt checkpoint.
@@ -414,9 +417,9 @@ def _batch_arg(text: str) -> int | str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tools/export.py",
-        description="Export an Ultralytics YOLOv8 detect/segment/pose .pt to ONNX with a truncated head "
-        "(raw per-level box/cls[/mc|kpt] conv outputs [+ proto]; no DFL, decode, sigmoid or NMS), or a classifier "
-        "ending at its logits (no softmax).",
+        description="Export an Ultralytics YOLOv8 detect/segment/pose/obb .pt to ONNX with a truncated head "
+        "(raw per-level box/cls[/mc|kpt|ang] conv outputs [+ proto]; no DFL, decode, sigmoid or NMS), or a "
+        "classifier ending at its logits (no softmax).",
     )
     p.add_argument("model", help="Ultralytics .pt checkpoint")
     p.add_argument(

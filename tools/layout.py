@@ -1,7 +1,7 @@
 """The truncated-head ONNX layout, shared by ``tools/export.py`` (from a .pt) and ``tools/truncate.py`` (from an ONNX).
 
-One place for what both writers must agree on: the output names (``box_pN``, ``cls_pN``, ``mc_pN`` / ``kpt_pN``,
-``proto``), the metadata keys the runtime reads (:mod:`runtime.records.spec`), the optional uint8 input prologue
+One place for what both writers must agree on: the output names (``box_pN``, ``cls_pN``, ``mc_pN`` / ``kpt_pN`` /
+``ang_pN``, ``proto``), the metadata keys the runtime reads (:mod:`runtime.records.spec`), the optional uint8 input prologue
 (Ultralytics' ``float(x) / 255`` inside the graph), the layout check and the optional onnxslim pass, and
 :func:`finish_graph`, which applies them in the one order both writers use.
 
@@ -32,6 +32,7 @@ LEVEL_OUTPUTS = {
     "detect": ("box", "cls"),
     "segment": ("box", "cls", "mc"),
     "pose": ("box", "cls", "kpt"),
+    "obb": ("box", "cls", "ang"),
 }
 
 __all__ = [

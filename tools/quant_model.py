@@ -22,9 +22,10 @@ from runtime.io.files import file_sha256
 LAYOUT = "truncated-head"
 METADATA_KEY = "quantization"
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "DynamicQuantizeLinear"}
-# outputs of our layout that regress fine-grained values (keypoint coordinates, mask coefficients), unlike box_pN
-# (DFL logits) and cls_pN (class logits): their branches' last convs are the most sensitive to int8
-FINE_OUTPUTS = ("kpt_", "mc_")
+# outputs of our layout that regress fine-grained values (keypoint coordinates, mask coefficients, OBB angle logits),
+# unlike box_pN (DFL logits) and cls_pN (class logits): their branches' last convs are the most sensitive to int8
+# (an angle error turns the whole box, and the high IoU thresholds of rotated mAP see it)
+FINE_OUTPUTS = ("kpt_", "mc_", "ang_")
 
 __all__ = ["FINE_OUTPUTS", "ModelInfo", "QuantizeError", "as_model", "atomic_save", "branch_nodes", "branch_outputs",
            "branch_tail_convs", "check_excludes", "conv_groups",

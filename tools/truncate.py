@@ -2,7 +2,7 @@
 
 For users who have an ONNX file but not the ``.pt``: a stock Ultralytics export (``output0`` [+ ``output1``]), a
 vendor-style cut, or a file whose outputs already are the raw per-level convolutions. The result has the outputs
-``box_pN``, ``cls_pN`` (``mc_pN`` / ``kpt_pN``) and ``proto`` straight from the head's last convolutions, the metadata
+``box_pN``, ``cls_pN`` (``mc_pN`` / ``kpt_pN`` / ``ang_pN``) and ``proto`` straight from the head's last convolutions, the metadata
 of our exports, and by default the uint8 input prologue, so quantization, the Predictor and evaluation take it like an
 exported file.
 
@@ -27,7 +27,7 @@ How the head is found (from the graph's structure, not from node names):
    on a whole branch the class branch; what remains is the mask-coefficient (segment) or keypoint (pose) branch, and
    the prototypes are the 4-D output at stride 4.
 4. Before anything is written, the outputs of the found convs are decoded the way Ultralytics does (DFL, anchors,
-   sigmoid, keypoints) and compared with the same run's ``output0``: a graph they do not reproduce is refused.
+   sigmoid, keypoints, rotated boxes) and compared with the same run's ``output0``: a graph they do not reproduce is refused.
 
 ``--cut`` names tensors instead of step 2: vendor cut points such as xquant's per-level ``Reshape`` outputs (walked
 back to the convs that feed them) or the conv outputs themselves. A file with no decoded output, whose outputs are
@@ -38,7 +38,7 @@ Float16 files (Ultralytics' ``half=True``) are converted to float32 first: float
 graph then computes in float32 like our exports.
 
 Refused, with a one-line message and exit status 2: files that are not a YOLO detection head, end-to-end heads
-(YOLOv10, YOLO26, ``nms=True`` exports), YOLO26-style heads without DFL, OBB models (not supported yet),
+(YOLOv10, YOLO26, ``nms=True`` exports), YOLO26-style heads without DFL,
 already truncated or quantized files, and a ``--cut`` naming a tensor the file does not have.
 """
 
@@ -76,7 +76,7 @@ __all__ = ["CutError", "NotAYoloHeadError", "TruncateError", "UnsupportedHeadErr
 _DATA_MOVEMENT = {"Reshape", "Flatten", "Concat", "Split", "Slice", "Identity", "Cast"}
 _QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "DynamicQuantizeLinear"}
 _END2END_HEADS = ("v10Detect", "v10Segment", "v10Pose")
-_EXTRA_KIND = {"segment": "mc", "pose": "kpt"}
+_EXTRA_KIND = {"segment": "mc", "pose": "kpt", "obb": "ang"}
 _PROBE_SEED = 0
 
 
@@ -500,11 +500,9 @@ def _refuse_unsupported(path: Path, model, meta: Mapping[str, str]) -> None:
                                    "truncate the float model, then quantize it with tools/quantize.py")
     task = meta.get("task")
     head = meta.get("head", "")
-    if task == "obb" or head.startswith("OBB"):
-        raise UnsupportedHeadError(f"{path}: OBB (oriented box) models are not supported yet; only detect, segment "
-                                   "and pose heads can be truncated")
     if task is not None and task not in (*LEVEL_OUTPUTS, "classify"):
-        raise UnsupportedHeadError(f"{path}: task {task!r} is not supported; only detect, segment, pose and classify")
+        raise UnsupportedHeadError(f"{path}: task {task!r} is not supported; only detect, segment, pose, obb and "
+                                   "classify")
     if (meta.get("end2end") == "True" or head in _END2END_HEADS or head.endswith("26")
             or "TopK" in ops or "NonMaxSuppression" in ops):
         raise UnsupportedHeadError(
@@ -563,10 +561,11 @@ def _find_head(g: _Graph, meta: Mapping[str, str], cut: Sequence[str] | None, ta
             for c in grp:
                 hints[c] = "box"
     for node in g.model.graph.node:
-        if node.op_type == "Sigmoid":  # the class scores: a sigmoid over a whole branch
+        if node.op_type == "Sigmoid":  # the class scores: a sigmoid over a whole branch (minus 0.25: OBB angles)
+            role = "ang" if any(r.op_type == "Sub" for r in g.consumers.get(node.output[0], [])) else "cls"
             for grp in _full_groups(g.prov(node.input[0]) or ()) or []:
                 for c in grp:
-                    hints.setdefault(c, "cls")
+                    hints.setdefault(c, role)
 
     proto: str | None = None
     if cut:
@@ -648,7 +647,7 @@ def _find_head(g: _Graph, meta: Mapping[str, str], cut: Sequence[str] | None, ta
     if task is None:
         task = "detect" if n_branches == 2 else ("segment" if proto is not None else "pose")
     if task not in LEVEL_OUTPUTS:
-        raise UnsupportedHeadError(f"{path}: task {task!r} is not supported; only detect, segment and pose")
+        raise UnsupportedHeadError(f"{path}: task {task!r} is not supported; only detect, segment, pose and obb")
     roles = LEVEL_OUTPUTS[task]
     if n_branches != len(roles):
         raise NotAYoloHeadError(f"{path}: {n_branches} head branches per level, but a {task} head has {len(roles)} "
@@ -677,6 +676,8 @@ def _find_head(g: _Graph, meta: Mapping[str, str], cut: Sequence[str] | None, ta
         want["mc"] = nm
     if task == "pose":
         want["kpt"] = _prod(kpt_shape) if kpt_shape else None
+    if task == "obb":
+        want["ang"] = 1
     assigned = _assign(path, convs_by_level, hints, roles, want, channels, strides)
     nc = channels[assigned[0]["cls"]]
     for lv in assigned:
@@ -711,7 +712,7 @@ def _find_head(g: _Graph, meta: Mapping[str, str], cut: Sequence[str] | None, ta
 
 # ------------------------------------------------------------------------------------------------- verification
 def _decode_like_output0(values: Mapping[str, Any], head: _Head, bins: Sequence[float]):
-    """What Ultralytics' export computes from the head convs: (B, 4 + nc [+ nm | nk], N) float64."""
+    """What Ultralytics' export computes from the head convs: (B, 4 + nc [+ nm | nk | 1], N) float64."""
     import numpy as np
 
     rows = []
@@ -738,6 +739,14 @@ def _decode_like_output0(values: Mapping[str, Any], head: _Head, bins: Sequence[
             if d == 3:
                 y[:, :, 2] = 1 / (1 + np.exp(-y[:, :, 2]))
             parts.append(y.reshape(n, k * d, h * w))
+        if head.task == "obb":  # rotated centre, size; the angle last
+            theta = (1 / (1 + np.exp(-values[lv.convs["ang"]].astype(np.float64).reshape(n, h * w))) - 0.25) * np.pi
+            xf, yf = (dist[:, 2] - dist[:, 0]) / 2, (dist[:, 3] - dist[:, 1]) / 2
+            cx = xf * np.cos(theta) - yf * np.sin(theta) + ax
+            cy = xf * np.sin(theta) + yf * np.cos(theta) + ay
+            wh = [dist[:, 0] + dist[:, 2], dist[:, 1] + dist[:, 3]]
+            parts[0] = np.stack([cx, cy, *wh], 1) * s
+            parts.append(theta[:, None])
         rows.append(np.concatenate(parts, 1))
     return np.concatenate(rows, 2)
 

@@ -1,4 +1,4 @@
-"""Annotated copies of images: boxes, labels with scores (and track ids), translucent masks, keypoints and
+"""Annotated copies of images: boxes (rotated ones as their outline), labels with scores (and track ids), translucent masks, keypoints and
 the recent path of each track."""
 
 from __future__ import annotations
@@ -38,10 +38,15 @@ def annotate(image_bgr: np.ndarray, result: Result, mask_alpha: float = 0.5,
             overlay[mask] = class_color(int(cls))
         cv2.addWeighted(overlay, mask_alpha, canvas, 1 - mask_alpha, 0, dst=canvas)
     ids = result.track_ids if result.track_ids is not None else [None] * len(result)
-    for box, score, cls, track_id in zip(result.xyxy, result.scores, result.class_ids, ids):
+    quads = result.corners if result.corners is not None else [None] * len(result)  # oriented boxes
+    for box, score, cls, track_id, quad in zip(result.xyxy, result.scores, result.class_ids, ids, quads):
         color = class_color(int(cls))
         x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        if quad is None:
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        else:
+            cv2.polylines(canvas, [np.round(quad).astype(np.int32).reshape(-1, 1, 2)], True, color, thickness,
+                          cv2.LINE_AA)
         path = (trails or {}).get(int(track_id)) if track_id is not None else None
         if path is not None and len(path) > 1:
             points = np.round(np.asarray(path, np.float32)).astype(np.int32).reshape(-1, 1, 2)

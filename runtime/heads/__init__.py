@@ -5,6 +5,8 @@ model's spec serves it.
 * :mod:`runtime.heads.dfl` -- our truncated layout: DFL boxes, one-to-many, NMS on the host;
 * :mod:`runtime.heads.stock` -- a stock Ultralytics ``output0`` (decoded in the graph), NMS on the host;
 * :mod:`runtime.heads.classify` -- classifiers: logits (or stock probabilities) to ``probs``.
+* :mod:`runtime.heads.obb` -- oriented boxes (task ``obb``), either layout; asked first, since the two
+  above take any model of their layout.
 
 New heads (oriented boxes, classification, one-to-one YOLO26 / YOLOv10) go here as modules of their own.
 """
@@ -17,9 +19,10 @@ from runtime.records.spec import ModelSpec
 from runtime.heads.base import Head, HeadOutput, HeadSettings
 from runtime.heads.classify import ClassifyHead
 from runtime.heads.dfl import DflHead
+from runtime.heads.obb import ObbHead, StockObbHead
 from runtime.heads.stock import StockHead
 
-HEADS: tuple[type[Head], ...] = (ClassifyHead, DflHead, StockHead)
+HEADS: tuple[type[Head], ...] = (ClassifyHead, ObbHead, StockObbHead, DflHead, StockHead)
 
 __all__ = ["HEADS", "Head", "HeadOutput", "HeadSettings", "head_for"]
 

@@ -55,7 +55,7 @@ class HeadSettings:
 class HeadOutput:
     """One image's detections: ``fields`` are keyword arguments of :class:`~runtime.records.result.Result`
     (``xyxy``, ``scores``, ``class_ids`` and the task's own: ``masks``, ``mask_form``, ``masks_rle``,
-    ``keypoints``), ``stage_ms`` the milliseconds of each postprocess stage."""
+    ``keypoints``, ``xywhr`` and ``corners``), ``stage_ms`` the milliseconds of each postprocess stage."""
 
     fields: Mapping[str, Any]
     stage_ms: Mapping[str, float]

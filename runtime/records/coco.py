@@ -50,8 +50,8 @@ def keypoints_to_flat(keypoints: np.ndarray) -> list[list[float]]:
 def result_to_coco(result: Result, image_id: Any, category_ids: Sequence[int] | None = None,
                    with_names: bool = False, keypoint_decimals: int | None = None) -> list[dict]:
     """One COCO result dict per detection: image_id, category_id, bbox [x, y, w, h], score, segmentation (segment
-    models), keypoints [x1, y1, v1, ...] (pose models; unrounded unless ``keypoint_decimals``), track_id
-    (tracked Results).
+    models), keypoints [x1, y1, v1, ...] (pose models; unrounded unless ``keypoint_decimals``), rbox [cx, cy, w, h,
+    angle] and poly [x1, y1, ..., x4, y4] (obb models; bbox is then the hull), track_id (tracked Results).
 
     ``category_ids[class_id]`` maps model classes to dataset categories (identity when None). A classifier's Result
     gives one record: image_id, its best class (category_id, score) and ``top5`` (:func:`top5_entries`).
@@ -80,6 +80,9 @@ def result_to_coco(result: Result, image_id: Any, category_ids: Sequence[int] | 
                                       "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
         if flat is not None:
             record["keypoints"] = flat[k]
+        if result.xywhr is not None:  # oriented boxes: the rotated box and its DOTA-style polygon
+            record["rbox"] = [round(v, 3) for v in result.xywhr[k].tolist()]
+            record["poly"] = [round(v, 3) for v in result.corners[k].reshape(8).tolist()]
         if result.track_ids is not None:
             record["track_id"] = int(result.track_ids[k])
         records.append(record)
@@ -89,7 +92,8 @@ def result_to_coco(result: Result, image_id: Any, category_ids: Sequence[int] | 
 def frame_record(result: Result) -> dict:
     """One JSON-ready record of an image or video frame: where it came from and its detections as COCO-style
     dicts (category, bbox [x, y, w, h], score, RLE ``segmentation`` for segment models, flat ``keypoints``
-    [x1, y1, v1, ...] for pose models, ``track_id`` for tracked Results); a classifier's ``top5`` instead."""
+    [x1, y1, v1, ...] for pose models, ``rbox`` and ``poly`` for obb models, ``track_id`` for tracked Results); a
+    classifier's ``top5`` instead."""
     detections = [] if result.probs is not None else result_to_coco(result, None, with_names=True,
                                                                       keypoint_decimals=2)
     for det in detections:

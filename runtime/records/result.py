@@ -22,8 +22,10 @@ class Result:
     masks_rle: the native-form masks as COCO compressed RLE dicts, when asked for instead of
     bitmaps; keypoints (n, K, 2|3) float32 or None. Segment and pose results carry these arrays even
     when there are no detections ((0, H, W) masks, (0, K, 3) keypoints); None means the model has
-    none. ``track_ids`` (n,) int64: each detection's track id, on Results of ``Predictor.track`` (None
-    elsewhere). ``names`` are all class names of the model. ``speed_ms`` holds this image's share of each
+    none. Oriented-box (obb) models add ``xywhr`` (n, 5) float32 rotated boxes (centre, width, height, angle
+    in radians, as Ultralytics' ``Results.obb.xywhr``) and ``corners`` (n, 4, 2) float32 their corners (its
+    ``xyxyxyxy``); ``xyxy`` is then their axis-aligned hull (not clipped). ``track_ids`` (n,) int64: each
+    detection's track id, on Results of ``Predictor.track`` (None elsewhere). ``names`` are all class names of the model. ``speed_ms`` holds this image's share of each
     stage. ``frame`` says where the image came from (source, frame index, timestamp), when known.
     ``probs`` (nc,) float32: a classifier's softmax over all classes (None for other models, whose
     Results it leaves unchanged); a classifier's Result has no boxes, and ``top1`` / ``top5`` / ``class_names``
@@ -44,6 +46,8 @@ class Result:
     frame: FrameInfo | None = None
     track_ids: np.ndarray | None = None
     probs: np.ndarray | None = None
+    xywhr: np.ndarray | None = None
+    corners: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -64,6 +68,10 @@ class Result:
             checks.append(("track_ids", self.track_ids, (n,)))
         if self.probs is not None:
             checks.append(("probs", self.probs, (len(self.names),)))
+        if self.xywhr is not None:
+            checks.append(("xywhr", self.xywhr, (n, 5)))
+        if self.corners is not None:
+            checks.append(("corners", self.corners, (n, 4, 2)))
         for name, arr, expected in checks:
             if arr.shape != expected:
                 raise ValueError(f"{name} must have shape {expected}, got {arr.shape}")
@@ -90,6 +98,8 @@ class Result:
             keypoints=None if self.keypoints is None else self.keypoints[index],
             masks_rle=None if self.masks_rle is None else _select(self.masks_rle, index),
             track_ids=None if self.track_ids is None else self.track_ids[index],
+            xywhr=None if self.xywhr is None else self.xywhr[index],
+            corners=None if self.corners is None else self.corners[index],
         )
 
     @property

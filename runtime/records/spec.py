@@ -3,7 +3,7 @@
 Two layouts are understood:
 
 * ``truncated`` — our own export: per-level raw head convolutions named ``box_pN``, ``cls_pN``
-  (``mc_pN`` for segment, ``kpt_pN`` for pose) and ``proto`` for segment, with the task, class
+  (``mc_pN`` for segment, ``kpt_pN`` for pose, ``ang_pN`` angle logits for obb) and ``proto`` for segment, with the task, class
   names, strides and ``reg_max`` in the metadata.
 * ``standard`` — a stock Ultralytics export: ``output0`` of shape [B, 4 + nc (+ nm | + nk), N]
   with decoded boxes and sigmoid scores, plus ``output1`` prototypes for segment.
@@ -26,10 +26,10 @@ from runtime.errors import ModelError
 TRUNCATED_LAYOUT = "truncated"
 STANDARD_LAYOUT = "standard"
 SUPPORTED_LAYOUT_VERSIONS = {"1"}
-TASKS = ("detect", "segment", "pose", "classify")
+TASKS = ("detect", "segment", "pose", "obb", "classify")
 CLASSIFY_STRIDE = 32  # Ultralytics' predict rounds a classifier's imgsz up to a multiple of 32
 _INPUT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}  # onnxruntime NodeArg.type -> numpy
-_LEVEL_NAME = re.compile(r"^(box|cls|mc|kpt)_p(\d+)$")
+_LEVEL_NAME = re.compile(r"^(box|cls|mc|kpt|ang)_p(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class LevelOutputs:
     stride: int
     box: str
     cls: str
-    extra: str | None  # mask coefficients (segment) or raw keypoints (pose)
+    extra: str | None  # mask coefficients (segment), raw keypoints (pose) or angle logits (obb)
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _truncated_levels(path: Path, output_names: Sequence[str], task: str) -> tup
             by_level.setdefault(int(match.group(2)), {})[match.group(1)] = name
     if not by_level:
         raise ModelError(f"{path}: no per-level outputs named box_pN / cls_pN")
-    extra_kind = {"segment": "mc", "pose": "kpt"}.get(task)
+    extra_kind = {"segment": "mc", "pose": "kpt", "obb": "ang"}.get(task)
     levels = []
     for level in sorted(by_level):
         found = by_level[level]
