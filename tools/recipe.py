@@ -8,8 +8,8 @@ Two layouts, one per engine (``Recipe.target``):
   mask-coefficient branch (``float_tails``), the outputs int8 rounds visibly.
 * ``onnxruntime``: onnxruntime's ``quantize_static`` (QDQ on every tensor) with the range edits of
   ``tools/ort_qdq.py`` (SiLU inputs clipped at -7, one scale per concat / split / slice / pool / resize group, the
-  uint8 input read as int8 data), which onnxruntime's CPU provider runs as QLinearConv / QLinearSigmoid / QLinearMul
-  chains with nothing requantized between convs. Float: the output convs (``float_head``: onnxruntime rounds every
+  uint8 input read as int8 data) and bias correction on quantize_static's weight grid. onnxruntime's CPU provider
+  runs it as QLinearConv / QLinearSigmoid / QLinearMul chains with nothing requantized between convs. Float: the output convs (``float_head``: onnxruntime rounds every
   output it quantizes, and DFL logits and keypoints do not survive it) and every keypoint / mask-coefficient branch
   whole (``float_tails=3``), each float conv with its SiLU (quantize_static would otherwise round the tensor between
   two float convs).
@@ -63,7 +63,7 @@ class Recipe:
     float_head: bool = False  # keep the convs that produce the model outputs float
     float_branches: bool = False  # keep every node that feeds exactly one model output float (the head's branches)
     float_tails: int = 2  # keep the last N convs of every keypoint / mask-coefficient branch float
-    bias_correction: bool = True  # move biases by the mean shift weight rounding causes (openvino target only)
+    bias_correction: bool = True  # move biases by the mean shift weight rounding causes
     auto_exclude: int = 0  # keep the K most sensitive Conv+SiLU groups float (sensitivity analysis)
     num: int = DEFAULT_NUM  # calibration images (all if the folder holds fewer)
     seed: int = DEFAULT_SEED
@@ -114,7 +114,7 @@ class Recipe:
 DEFAULT_RECIPE = Recipe()
 _PRESETS = {
     "openvino": DEFAULT_RECIPE,
-    "onnxruntime": Recipe(target="onnxruntime", silu_clip=7.0, shared_scales=True, bias_correction=False,
+    "onnxruntime": Recipe(target="onnxruntime", silu_clip=7.0, shared_scales=True, bias_correction=True,
                           float_head=True, float_branches=False, float_tails=3),
 }
 
@@ -258,7 +258,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep the last N convs of every keypoint / mask-coefficient branch float (default: 2 for "
                         "openvino, 0 for onnxruntime)")
     p.add_argument("--bias-correction", action=bool_flag, default=None,
-                   help="correct conv biases for the mean shift of weight rounding (openvino target; default on)")
+                   help="correct conv biases for the mean shift of weight rounding (default on)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names to keep float")
     p.add_argument("--auto-exclude", type=int, metavar="K",
                    help="keep the K most sensitive Conv+SiLU groups float (runs the sensitivity analysis; default 0)")
