@@ -252,11 +252,10 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--float-head", action=bool_flag, default=None,
                    help="keep the output convs float (default: off for openvino, on for onnxruntime)")
     p.add_argument("--float-branches", action=bool_flag, default=None,
-                   help="keep every node that feeds exactly one output float: the head's branches "
-                        "(default: off for openvino, on for onnxruntime)")
+                   help="keep every node that feeds exactly one output float: the head's branches (default off)")
     p.add_argument("--float-tails", type=int, metavar="N",
                    help="keep the last N convs of every keypoint / mask-coefficient branch float (default: 2 for "
-                        "openvino, 0 for onnxruntime)")
+                        "openvino, 3 (the whole branch) for onnxruntime)")
     p.add_argument("--bias-correction", action=bool_flag, default=None,
                    help="correct conv biases for the mean shift of weight rounding (default on)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names to keep float")
