@@ -316,11 +316,11 @@ def _tiny_graph(path: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg, message", [
-    ("yolov10n.yaml", "end-to-end head"),
-    ("yolo26n.yaml", "end-to-end head|no DFL"),
+    ("yolo26n-sem.yaml", "unsupported head SemanticSegment"),
+    ("yolo26n-depth.yaml", "unsupported head Depth"),
     ("yolov8n-obb.yaml", r"OBB \(oriented box\) models are not supported yet"),
     ("yolov8n-cls.yaml", "classify models are not supported yet"),
-], ids=["v10", "yolo26", "obb", "classify"])
+], ids=["semseg", "depth", "obb", "classify"])
 def test_refuses_unsupported_models(random_pt, stock_export, tmp_path, capsys, cfg, message):
     stock = stock_export(random_pt(cfg), imgsz=128)
     before = sha256(stock)

@@ -3,9 +3,11 @@ for the interface). :data:`HEADS` lists them in the order they are asked; the fi
 model's spec serves it.
 
 * :mod:`runtime.heads.dfl` -- our truncated layout: DFL boxes, one-to-many, NMS on the host;
-* :mod:`runtime.heads.stock` -- a stock Ultralytics ``output0`` (decoded in the graph), NMS on the host.
+* :mod:`runtime.heads.stock` -- a stock Ultralytics ``output0`` (decoded in the graph), NMS on the host;
+* :mod:`runtime.heads.one_to_one` -- the one-to-one branch of YOLO26 / YOLOv10 (truncated or stock end-to-end),
+  top-k on the host, no NMS.
 
-New heads (oriented boxes, classification, one-to-one YOLO26 / YOLOv10) go here as modules of their own.
+New heads (oriented boxes, classification) go here as modules of their own.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from runtime.records.spec import ModelSpec
 
 from runtime.heads.base import Head, HeadOutput, HeadSettings
 from runtime.heads.dfl import DflHead
+from runtime.heads.one_to_one import OneToOneHead, StockEnd2EndHead
 from runtime.heads.stock import StockHead
 
-HEADS: tuple[type[Head], ...] = (DflHead, StockHead)
+HEADS: tuple[type[Head], ...] = (DflHead, StockHead, OneToOneHead, StockEnd2EndHead)
 
 __all__ = ["HEADS", "Head", "HeadOutput", "HeadSettings", "head_for"]
 
