@@ -2,8 +2,10 @@
 
 conftest's ``_build_random`` gives every conv unit spread; on a DFL-free YOLO26 head that leaves the box convs (the
 distances themselves, in strides) at several cells with little spread, so every box covers the image. Here each
-box conv of both branches is set, on the calibration images, to distances of ``box_mean`` +- ``box_std`` cells, and
-the class convs' bias to ``cls_bias``, so a few dozen boxes of realistic size pass a usual ``conf``.
+box conv of both branches is set, on the calibration images, to distances of ``box_mean`` +- ``box_std`` cells
+(default 2.5 +- 0.5: few negative distances, whose inverted boxes NMS treats unlike torchvision), and
+the class convs' bias to conftest's, so a few dozen boxes of realistic size pass a usual ``conf``; and the
+one-to-one branch is made to differ from the one-to-many one (Ultralytics starts it as a copy).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def calibration_batch(imgsz: int):
     return torch.from_numpy(np.stack(images)[..., ::-1].transpose(0, 3, 1, 2).copy()).float() / 255
 
 
-def realistic_boxes(model, imgsz: int, box_mean: float = 2.5, box_std: float = 0.5) -> None:
+def realistic_boxes(model, imgsz: int, box_mean: float, box_std: float) -> None:
     """Standardise the last box conv of every level and branch of a DFL-free head to box_mean +- box_std."""
     import torch
 
@@ -50,11 +52,29 @@ def realistic_boxes(model, imgsz: int, box_mean: float = 2.5, box_std: float = 0
                 h.remove()
 
 
-def build(cfg: str, path: Path, imgsz: int, names: list[str] | None = None, seed: int = 0) -> Path:
-    """Save a random-init, enlivened, box-standardised checkpoint of ``cfg`` at ``path``."""
-    from conftest import _build_random, _save_checkpoint
+def distinct_branches(model, seed: int) -> bool:
+    """Ultralytics initialises the one-to-one convs as copies of the one-to-many ones: perturb every one-to-one
+    weight by 30% (seeded), so the two branches of a test model compute different things. False without them."""
+    import torch
+
+    head = model.model[-1]
+    params = [p for name, p in head.named_parameters() if name.startswith("one2one_")]
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in params:
+            p.mul_(1 + 0.3 * torch.randn(p.shape, generator=generator))
+    return bool(params)
+
+
+def build(cfg: str, path: Path, imgsz: int, names: list[str] | None = None, seed: int = 0,
+          box_cells: tuple[float, float] = (2.5, 0.5)) -> Path:
+    """Save a random-init, enlivened, box-standardised checkpoint of ``cfg`` at ``path`` (distances of
+    ``box_cells`` = (mean, std) cells)."""
+    from conftest import _build_random, _enliven, _save_checkpoint
 
     model, task = _build_random(cfg, len(names) if names else None, names, seed)
-    realistic_boxes(model, imgsz)
+    if distinct_branches(model, seed):
+        _enliven(model)
+    realistic_boxes(model, imgsz, *box_cells)
     _save_checkpoint(model, task, path)
     return path

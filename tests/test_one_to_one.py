@@ -182,3 +182,32 @@ def test_v8_has_no_one_to_one_branch(random_detect_pt, tmp_path, capsys):
     assert main([str(random_detect_pt), "--end2end", "-o", str(tmp_path / "out.onnx")]) == 2
     err = capsys.readouterr().err
     assert "no one-to-one branch" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("branch", list(BRANCHES))
+def test_quantize_both_branches(model26, export_onnx, tmp_path, branch):
+    """tools/quantize.py's default recipe on a YOLO26 pose file of either branch: the branch survives in the
+    metadata, the box outputs leave their convs unrounded (no quantizer on a head output), the keypoint tails stay
+    float, and the W8A8 file runs through the one-to-one / NMS head of its branch."""
+    import onnx as onnx_lib
+    from ultralytics.utils import ASSETS
+
+    from runtime.heads.one_to_one import OneToOneHead
+    from tools import quantize as qz
+
+    onnx = export_onnx(model26("yolo26n-pose"), imgsz=RANDOM_IMGSZ, nms=BRANCHES[branch])
+    out = tmp_path / "w8a8.onnx"
+    assert qz.main([str(onnx), "--calib", str(Path(ASSETS)), "--num", "2", "-o", str(out)]) == 0
+    model = onnx_lib.load(str(out))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["branch"] == branch and meta["kpt_rule"] == "anchor" and "quantization" in meta
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for out_name in (o.name for o in model.graph.output):
+        assert producer[out_name].op_type == "Conv", f"{out_name} is rounded by a {producer[out_name].op_type}"
+    predictor = Predictor(out, conf=0.001, engine="openvino")
+    assert isinstance(predictor.model.head, OneToOneHead) == (branch == "one2one")
+    float_result = Predictor(onnx, conf=0.001).predict(str(Path(ASSETS) / "bus.jpg"))[0]
+    result = predictor.predict(str(Path(ASSETS) / "bus.jpg"))[0]
+    assert result.keypoints.shape[1:] == (17, 3) and len(result) > 0
+    assert abs(len(result) - len(float_result)) <= max(3, 0.5 * len(float_result))

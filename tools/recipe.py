@@ -5,7 +5,9 @@ Two layouts, one per engine (``Recipe.target``):
 * ``openvino`` (the default): ``tools/qdq.py``'s layout, int8 weights per output channel, u8 asymmetric
   activations quantized where they are computed (concat inputs sharing a scale), bias correction. OpenVINO runs the
   convs, splits, concats and pools as int8 (VNNI / AMX). Float: the last two convs of every keypoint and
-  mask-coefficient branch (``float_tails``), the outputs int8 rounds visibly.
+  mask-coefficient branch (``float_tails``), the outputs int8 rounds visibly, and the last conv of every box branch
+  of a DFL-free (YOLO26, ``reg_max`` 1) file (``float_box_tails``), whose output is the box itself. No quantizer
+  ever sits on a head output: each leaves its conv in float, with its own range per level and branch.
 * ``onnxruntime``: onnxruntime's ``quantize_static`` (QDQ on every tensor), which onnxruntime's CPU provider fuses
   into QLinearConv / QLinearSigmoid / QLinearMul chains (u8 activations, the fast combination in its kernels), with
   the head's per-output branches float (``float_branches``).
@@ -57,6 +59,7 @@ class Recipe:
     float_head: bool = False  # keep the convs that produce the model outputs float
     float_branches: bool = False  # keep every node that feeds exactly one model output float (the head's branches)
     float_tails: int = 2  # keep the last N convs of every keypoint / mask-coefficient branch float
+    float_box_tails: int = 1  # keep the last N convs of every DFL-free (YOLO26) box branch float; DFL boxes: none
     bias_correction: bool = True  # move biases by the mean shift weight rounding causes (openvino target only)
     auto_exclude: int = 0  # keep the K most sensitive Conv+SiLU groups float (sensitivity analysis)
     num: int = DEFAULT_NUM  # calibration images (all if the folder holds fewer)
@@ -76,6 +79,8 @@ class Recipe:
             raise QuantizeError(f"--num must be >= 1, got {self.num}")
         if self.float_tails < 0:
             raise QuantizeError(f"--float-tails must be >= 0, got {self.float_tails}")
+        if self.float_box_tails < 0:
+            raise QuantizeError(f"--float-box-tails must be >= 0, got {self.float_box_tails}")
         if self.auto_exclude < 0:
             raise QuantizeError(f"--auto-exclude must be >= 0, got {self.auto_exclude}")
         if self.silu_clip is not None and not self.silu_clip > 0:
@@ -123,16 +128,24 @@ def preset(target: str) -> Recipe:
 
 def excluded_nodes(model_path: str | Path, recipe: Recipe) -> list[str]:
     """Every node the recipe keeps float: ``exclude``, the output convs (``float_head``), the head's branches
-    (``float_branches``) and the keypoint / mask-coefficient branches' last convs (``float_tails``)."""
+    (``float_branches``), the keypoint / mask-coefficient branches' last convs (``float_tails``) and, in a DFL-free
+    file, the box branches' last convs (``float_box_tails``)."""
     names = list(recipe.exclude)
-    model = as_model(model_path)  # loaded once for the three lookups
+    model = as_model(model_path)  # loaded once for the lookups
     if recipe.float_tails:
         names += [n for n in branch_tail_convs(model, recipe.float_tails) if n not in names]
+    if recipe.float_box_tails and _dfl_free(model):
+        names += [n for n in branch_tail_convs(model, recipe.float_box_tails, ("box_",)) if n not in names]
     if recipe.float_head:
         names += [n for n in head_nodes(model) if n not in names]
     if recipe.float_branches:
         names += [n for n in branch_nodes(model) if n not in names]
     return names
+
+
+def _dfl_free(model) -> bool:
+    """A YOLO26-style box branch (``reg_max`` 1): its conv outputs the distances themselves."""
+    return any(p.key == "reg_max" and p.value == "1" for p in model.metadata_props)
 
 
 # ------------------------------------------------------------------------------------------- the onnxruntime layout
@@ -229,6 +242,7 @@ def quantization_settings(recipe: Recipe, info: ModelInfo, n_images: int, model_
         "float_head": recipe.float_head,
         "float_branches": recipe.float_branches,
         "float_tails": recipe.float_tails,
+        "float_box_tails": recipe.float_box_tails,
         "excluded_nodes": excluded_nodes(model_path, recipe) if model_path is not None else list(recipe.exclude),
         "float_source_sha256": info.sha256,
         "float_source": info.path.name,
@@ -277,6 +291,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--float-tails", type=int, metavar="N",
                    help="keep the last N convs of every keypoint / mask-coefficient branch float (default: 2 for "
                         "openvino, 0 for onnxruntime)")
+    p.add_argument("--float-box-tails", type=int, metavar="N",
+                   help="keep the last N convs of every DFL-free (YOLO26) box branch float (default 1; DFL boxes "
+                        "are never affected)")
     p.add_argument("--bias-correction", action=bool_flag, default=None,
                    help="correct conv biases for the mean shift of weight rounding (openvino target; default on)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names to keep float")
@@ -290,7 +307,7 @@ def recipe_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> R
     given = {"method": args.method, "percentile": args.percentile, "per_channel": args.per_channel,
              "activation_type": args.act_type, "activation_symmetric": args.act_symmetric,
              "reduce_range": args.reduce_range, "float_head": args.float_head, "float_branches": args.float_branches,
-             "float_tails": args.float_tails,
+             "float_tails": args.float_tails, "float_box_tails": args.float_box_tails,
              "bias_correction": args.bias_correction, "auto_exclude": args.auto_exclude}
     changes = {k: v for k, v in given.items() if v is not None}
     if args.silu_clip is not None:

@@ -14,6 +14,8 @@ class of each of those k anchors, so the two stages select exactly the k best pa
 never survive the filter. The host therefore takes the pairs over ``conf`` (the compiled candidate decode, sigmoid
 only on anchors that clear ``conf`` in logit space), keeps the k best, sorts them and filters: the same detections
 at a fraction of the NMS path's cost. Ties at the k-th score may resolve differently from torch's top-k.
+``iou`` and ``multi_label`` do not apply (as in Ultralytics); a stock end-to-end file's ``agnostic`` and k were fixed
+when it was exported.
 """
 
 from __future__ import annotations
