@@ -11,9 +11,9 @@ by their best class score, then the top k of those anchors' (anchor, class) scor
 several classes (``agnostic``: one class per anchor, its best); then ``score > conf``, the ``classes`` filter and
 the first ``max_det``, best first. Any (anchor, class) pair outside the k best anchors scores no more than the best
 class of each of those k anchors, so the two stages select exactly the k best pairs overall; pairs under ``conf``
-never survive the filter. The host therefore takes the pairs over ``conf`` (the compiled candidate decode, sigmoid
-only on anchors that clear ``conf`` in logit space), keeps the k best, sorts them and filters: the same detections
-at a fraction of the NMS path's cost. Ties at the k-th score may resolve differently from torch's top-k.
+never survive the filter. The host therefore takes the pairs over ``conf`` in logit space, keeps the k best, takes
+the sigmoid of those winners only, sorts them and filters (:mod:`runtime.kernels.topk`): the same detections, at a
+cost that does not grow with the number of pairs over ``conf``. Ties at the k-th score may resolve differently from torch's top-k.
 ``iou`` and ``multi_label`` do not apply (as in Ultralytics); a stock end-to-end file's ``agnostic`` and k were fixed
 when it was exported.
 """
@@ -25,6 +25,7 @@ from typing import Mapping
 import numpy as np
 
 from runtime.kernels.decode import Candidates
+from runtime.kernels.topk import one_to_one_candidates
 from runtime.records.spec import END2END_LAYOUT, TRUNCATED_LAYOUT, ModelSpec
 
 from runtime.heads.dfl import DflHead
@@ -34,26 +35,29 @@ TOPK_FLOOR = 300  # Ultralytics' predictor asks the one-to-one head for max(max_
 
 
 def _best_first(cand: Candidates, classes: tuple[int, ...] | None, max_det: int) -> np.ndarray:
-    """Indices of ``cand`` by descending score (ties in anchor order), the ``classes`` filter, the first max_det."""
-    order = np.argsort(-cand.scores, kind="stable")
+    """Indices of ``cand`` by descending score (ties by anchor, then class), the ``classes`` filter, the first
+    max_det."""
+    order = np.lexsort((cand.class_ids, cand.anchor_ids, -cand.scores))
     if classes is not None:
         order = order[np.isin(cand.class_ids[order], np.asarray(classes, np.int64))]
     return order[:max_det]
 
 
 class OneToOneHead(DflHead):
-    """The one-to-one branch of a truncated-layout file: top-k of the (anchor, class) scores over ``conf``."""
+    """The one-to-one branch of a truncated-layout file: top-k of the (anchor, class) scores over ``conf``
+    (:func:`runtime.kernels.topk.one_to_one_candidates`); ``classes`` filters after the top-k, as in Ultralytics."""
 
     @classmethod
     def accepts(cls, spec: ModelSpec) -> bool:
         return spec.layout == TRUNCATED_LAYOUT and spec.branch == "one2one"
 
-    def candidate_rule(self, anchors: int) -> dict:
-        """Pairs over ``conf`` (best class only when ``agnostic``), capped at the k best; ``classes`` filters
-        after the top-k, as in Ultralytics."""
+    def candidates(self, outputs: Mapping[str, np.ndarray], row: int) -> Candidates:
         s = self.settings
-        k = max(1, min(max(s.max_det, TOPK_FLOOR), anchors))
-        return {"multi_label": not s.agnostic, "classes": None, "max_candidates": k}
+        cls = [outputs[n][row].reshape(outputs[n].shape[1], -1) for n in self._cls_names]
+        box = [outputs[n][row].reshape(outputs[n].shape[1], -1) for n in self._box_names]
+        widths = [outputs[n].shape[3] for n in self._cls_names]
+        k = max(1, min(max(s.max_det, TOPK_FLOOR), sum(c.shape[1] for c in cls)))
+        return one_to_one_candidates(box, cls, widths, self.spec.strides, s.conf, k, s.agnostic, self.spec.dfl_bins)
 
     def select(self, cand: Candidates) -> np.ndarray:
         return _best_first(cand, self.settings.classes, self.settings.max_det)
