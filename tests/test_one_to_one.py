@@ -171,6 +171,9 @@ def test_stock_export_parity_truncated_and_direct(model26, stock26, tmp_path, ke
     for engine in ("onnxruntime", "openvino"):
         check_parity(pt, truncated, nms, engine)
     direct = stock if nms is None else without_end2end_key(stock, tmp_path / "no-end2end-key.onnx")
+    if nms is False:  # an older file without the key: the TopK in its graph says end-to-end
+        again = truncate(direct, tmp_path / "truncated-no-key.onnx")
+        assert {p.key: p.value for p in onnx_lib.load(str(again)).metadata_props}["branch"] == "one2one"
     predictor = Predictor(direct)
     assert (predictor.model.spec.layout == END2END_LAYOUT) == (nms is False)
     check_parity(pt, direct, nms, "onnxruntime")
