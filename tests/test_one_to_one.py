@@ -214,3 +214,20 @@ def test_quantize_both_branches(model26, export_onnx, tmp_path, branch):
     result = predictor.predict(str(Path(ASSETS) / "bus.jpg"))[0]
     assert result.keypoints.shape[1:] == (17, 3) and len(result) > 0
     assert abs(len(result) - len(float_result)) <= max(3, 0.5 * len(float_result))
+
+
+@pytest.mark.slow
+def test_float_box_tails_touch_dfl_free_files_only(model26, export_onnx, random_pose_onnx):
+    """The default recipe keeps the last conv of each DFL-free box branch float; a DFL file's recipe is the same
+    with or without the option (so yolo11n-pose's W8A8 file is unchanged)."""
+    from dataclasses import replace
+
+    from tools.quant_model import branch_outputs
+    from tools.recipe import DEFAULT_RECIPE, excluded_nodes
+
+    no_box_tails = replace(DEFAULT_RECIPE, float_box_tails=0)
+    assert excluded_nodes(random_pose_onnx, DEFAULT_RECIPE) == excluded_nodes(random_pose_onnx, no_box_tails)
+    yolo26 = export_onnx(model26("yolo26n"), imgsz=RANDOM_IMGSZ)
+    extra = set(excluded_nodes(yolo26, DEFAULT_RECIPE)) - set(excluded_nodes(yolo26, no_box_tails))
+    owner = branch_outputs(yolo26)
+    assert sorted(owner[n] for n in extra) == ["box_p3", "box_p4", "box_p5"]
