@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from runtime import Predictor
+from runtime.errors import ModelError
 
 pytest.importorskip("ultralytics", reason="parity with Ultralytics needs ultralytics and torch")
 
@@ -176,7 +177,11 @@ def test_stock_export_parity_truncated_and_direct(model26, stock26, tmp_path, ke
         assert {p.key: p.value for p in onnx_lib.load(str(again)).metadata_props}["branch"] == "one2one"
     predictor = Predictor(direct)
     assert (predictor.model.spec.layout == END2END_LAYOUT) == (nms is False)
-    check_parity(pt, direct, nms, "onnxruntime")
+    for engine in ("onnxruntime", "openvino"):
+        try:
+            check_parity(pt, direct, nms, engine)
+        except ModelError as e:  # OpenVINO 2026.4 cannot compile Ultralytics' end-to-end seg / pose graphs
+            assert engine == "openvino" and nms is False and key != "yolo26n" and "cannot compile" in str(e), e
 
 
 def test_v8_has_no_one_to_one_branch(random_detect_pt, tmp_path, capsys):
