@@ -351,7 +351,8 @@ cdef int _select_truncated(const Level* levels, int nl, Py_ssize_t nc, double lo
 
 cdef int _write_truncated(const Level* levels, Py_ssize_t reg_max, const double* bins, const Selection* s,
                           float* boxes, float* scores, int32_t* class_ids, int64_t* anchor_ids) noexcept nogil:
-    """Step 6: the kept rows into the outputs; DFL once per kept anchor, as letterbox-pixel xyxy
+    """Step 6: the kept rows into the outputs; DFL once per kept anchor (reg_max 1: the raw distances), as
+    letterbox-pixel xyxy
     x1 = (ax - l) * s, y1 = (ay - t) * s, x2 = (ax + r) * s, y2 = (ay + b) * s, rounded once to float32.
     Returns -1 when out of memory."""
     cdef double* lanes = <double*> _alloc(decode_dfl_lanes(reg_max), sizeof(double))
@@ -361,7 +362,7 @@ cdef int _write_truncated(const Level* levels, Py_ssize_t reg_max, const double*
     cdef double dist[4]
     cdef double ax, ay, stride
     cdef Py_ssize_t j, r, g, a, x, y, prev = -1
-    cdef int l = 0
+    cdef int l = 0, k
     for j in range(s.n_out):
         r = s.rows[j] if s.rows != NULL else j
         g = s.anchor[r]
@@ -379,7 +380,11 @@ cdef int _write_truncated(const Level* levels, Py_ssize_t reg_max, const double*
         a = g - levels[l].offset
         y = a // levels[l].width
         x = a - y * levels[l].width
-        decode_dfl(levels[l].box, levels[l].n, a, reg_max, lanes, dist)
+        if reg_max == 1:  # DFL-free head (YOLO26): the box conv outputs the distances themselves
+            for k in range(4):
+                dist[k] = levels[l].box[k * levels[l].n + a]
+        else:
+            decode_dfl(levels[l].box, levels[l].n, a, reg_max, lanes, dist)
         ax = x + 0.5
         ay = y + 0.5
         stride = levels[l].stride

@@ -191,8 +191,9 @@ def _enliven(model, cls_bias: float = -4.0) -> None:
             module.bias.div_(spread)
         return output / spread
 
+    class_branches = [head.cv3] + ([head.one2one_cv3] if getattr(head, "one2one_cv3", None) is not None else [])
     with torch.no_grad():
-        for seq in head.cv3:
+        for seq in (s for branch in class_branches for s in branch):
             seq[-1].bias.zero_()
         convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m is not getattr(getattr(head, "dfl", None), "conv", None)]
         hooks = [m.register_forward_hook(rescale) for m in convs]  # the DFL's fixed 0..reg_max-1 conv stays
@@ -201,7 +202,7 @@ def _enliven(model, cls_bias: float = -4.0) -> None:
         finally:
             for hook in hooks:
                 hook.remove()
-        for seq in head.cv3:
+        for seq in (s for branch in class_branches for s in branch):
             seq[-1].bias.fill_(cls_bias)
 
 

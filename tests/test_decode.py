@@ -503,7 +503,23 @@ def test_conf_edges():
 # ------------------------------------------------------------------------------------ compiled kernels
 
 
-@pytest.mark.parametrize("reg_max", [1, 3, 5, 7, 17])
+def test_dfl_free_boxes_are_the_raw_distances():
+    """reg_max 1 (YOLO26): no DFL, the box conv's four channels are the distances l, t, r, b in strides."""
+    rng = np.random.default_rng(1)
+    box, cls = make_levels(rng, SIZES_B, 3, 1, mu=5.0, sd=0.1, box_sd=4.0)  # every anchor a candidate
+    got = decode_truncated(box, cls, STRIDES, 0.25)
+    assert len(got) == sum(h * w for h, w in SIZES_B)
+    expect = []
+    for b, s in zip(box, STRIDES):
+        h, w = b.shape[1:]
+        d = b.reshape(4, h * w).astype(np.float64)
+        yy, xx = np.divmod(np.arange(h * w), w)
+        expect.append(np.stack([(xx + 0.5 - d[0]) * s, (yy + 0.5 - d[1]) * s, (xx + 0.5 + d[2]) * s,
+                                (yy + 0.5 + d[3]) * s], 1))
+    np.testing.assert_array_equal(got.boxes_xyxy, np.concatenate(expect).astype(np.float32)[got.anchor_ids])
+
+
+@pytest.mark.parametrize("reg_max", [3, 5, 7, 17])
 def test_dfl_of_any_reg_max_matches_reference(reg_max):
     """The DFL runs the bins in groups of four lanes; reg_max not a multiple of 4 pads the last group."""
     rng = np.random.default_rng(reg_max)

@@ -333,8 +333,9 @@ def test_cli_missing_file(tmp_path, capsys):
     "cfg, head",
     [
         ("yolo26n-obb.yaml", "OBB26"),  # end-to-end oriented boxes
-        ("yolov10n.yaml", "v10Detect"),
-        ("yolo26n.yaml", "Detect"),  # end-to-end (one-to-one) head, reg_max=1
+        ("yolo26n-sem.yaml", "SemanticSegment"),
+        ("yolo26n-depth.yaml", "Depth"),
+        ("yoloe-26n.yaml", "YOLOEDetect"),  # open-vocabulary: class scores from an unfused text head
     ],
 )
 def test_unsupported_head(tmp_path, random_pt, capsys, cfg, head):

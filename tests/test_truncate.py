@@ -316,10 +316,10 @@ def _tiny_graph(path: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg, message", [
-    ("yolov10n.yaml", "end-to-end head"),
-    ("yolo26n.yaml", "end-to-end head|no DFL"),
-    ("yolo26n-obb.yaml", "end-to-end head|no DFL"),
-], ids=["v10", "yolo26", "yolo26-obb"])
+    ("yolo26n-sem.yaml", "unsupported head SemanticSegment"),
+    ("yolo26n-depth.yaml", "unsupported head Depth"),
+    ("yolo26n-obb.yaml", "unsupported head OBB26"),
+], ids=["semseg", "depth", "yolo26-obb"])
 def test_refuses_unsupported_models(random_pt, stock_export, tmp_path, capsys, cfg, message):
     stock = stock_export(random_pt(cfg), imgsz=128)
     before = sha256(stock)

@@ -1,4 +1,4 @@
-"""Export an Ultralytics YOLOv8 checkpoint to ONNX with a *truncated* head.
+"""Export an Ultralytics YOLOv8 / YOLO11 / YOLOv10 / YOLO26 checkpoint to ONNX with a *truncated* head.
 
 The exported graph stops at the last convolution of every head branch: per pyramid level it returns the raw box
 distribution logits (``4 * reg_max`` channels), the raw class logits (``nc`` channels, before sigmoid) and, for
@@ -7,11 +7,15 @@ sigmoid), plus the mask prototypes of segment models. DFL, anchor decoding, conc
 the runtime. A classifier (YOLOv8-cls, YOLO11-cls) ends at its class logits, ``logits`` (batch, nc), before the
 softmax (:mod:`tools.export_classify`).
 
+YOLOv10 and YOLO26 heads have a one-to-many and a one-to-one branch; as in Ultralytics, the default exports the
+one-to-many branch (NMS on the host) and ``--nms false`` (or ``--end2end``) the one-to-one branch (top-k on the host,
+no NMS); the metadata's ``branch`` says which (:mod:`tools.head_branches`).
+
 Usage::
 
     python tools/export.py MODEL.pt [--imgsz 640 | --imgsz H W] [--batch N|dynamic] [--dynamic-hw]
                                     [--input-dtype uint8|float32] [--opset 17] [--simplify/--no-simplify]
-                                    [-o OUT.onnx]
+                                    [--nms true|false | --end2end] [-o OUT.onnx]
 
 Library::
 
@@ -45,6 +49,7 @@ from typing import Any, Iterator, Sequence
 if __package__ in (None, ""):  # `python tools/export.py` puts tools/ first on sys.path: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tools.head_branches import REFUSED, SUPPORTED, branch_for, has_one2one, truncated_forward  # noqa: E402
 from tools.layout import (  # noqa: E402 - the shared truncated-head layout
     INPUT_DTYPES,
     INPUT_NAME,
@@ -158,6 +163,9 @@ class _HeadInfo:
     nm: int | None = None
     kpt_shape: list[int] | None = None
     dfl_bins: list[float] | None = None  # only when the DFL weights are not exactly 0..reg_max-1
+    head: str | None = None  # written for two-branch heads and Pose26 only
+    branch: str | None = None
+    kpt_rule: str | None = None
 
 
 def _load_yolo(pt: Path):
@@ -169,6 +177,7 @@ def _load_yolo(pt: Path):
         raise ExportError(
             f"exporting {pt} needs torch and ultralytics ({e}); install with: pip install 'yolo-edge-runtime[export]'"
         ) from e
+
     try:
         return YOLO(str(pt))
     except Exception as e:
@@ -176,10 +185,9 @@ def _load_yolo(pt: Path):
         raise CheckpointError(f"{pt}: not a loadable Ultralytics checkpoint ({reason})") from e
 
 
-def _load_model(pt: Path, yolo=None):
-    """Load a .pt (or take its loaded ``yolo``) and return (fused fp32 CPU eval model, head, _HeadInfo)."""
-    from ultralytics.nn.modules.head import OBB, Detect, Pose, Segment
-
+def _load_model(pt: Path, nms: bool | None = None, yolo=None):
+    """Load a .pt (or take its loaded ``yolo``) and return (fused fp32 CPU eval model, head, _HeadInfo); ``nms``
+    picks the branch of a two-branch head as Ultralytics does (None / True: one-to-many, False: one-to-one)."""
     yolo = yolo if yolo is not None else _load_yolo(pt)
     model = getattr(yolo, "model", None)
     seq = getattr(model, "model", None)
@@ -188,24 +196,25 @@ def _load_model(pt: Path, yolo=None):
 
     head = seq[-1]
     kind = type(head).__name__
-    task = {Detect: "detect", Segment: "segment", Pose: "pose", OBB: "obb"}.get(type(head))  # exact: no v10/26/YOLOE
-    if task is None:
-        raise UnsupportedModelError(
-            f"{pt}: unsupported head {kind} (task {getattr(yolo, 'task', '?')}); only YOLOv8-style Detect, Segment, "
-            f"Pose, OBB and Classify heads can be exported"
-        )
+    head_kind = SUPPORTED.get(kind)  # exact class names: subclasses (YOLOE, ...) are not the same head
+    if head_kind is None:
+        why = REFUSED.get(kind, "not a Detect, Segment, Pose, OBB or Classify head of YOLOv8/11, YOLOv10 or YOLO26")
+        raise UnsupportedModelError(f"{pt}: unsupported head {kind} (task {getattr(yolo, 'task', '?')}): {why}")
+    task = head_kind.task
     if task == "obb" and int(getattr(head, "ne", 1)) != 1:
         raise UnsupportedModelError(f"{pt}: unsupported head {kind} with {head.ne} angle channels; OBB heads have 1")
-    if getattr(head, "one2one_cv2", None) is not None or getattr(head, "cv2", None) is None:
-        raise UnsupportedModelError(
-            f"{pt}: unsupported head {kind}: it is an end-to-end (NMS-free, one-to-one) head such as YOLOv10/YOLO26 "
-            f"use; only YOLOv8-style one-to-many heads are supported"
-        )
+    branch = branch_for(nms)
+    two_branches = has_one2one(head)
+    if branch == "one2one" and not two_branches:
+        raise UnsupportedModelError(f"{pt}: the {kind} head has no one-to-one branch: --nms false / --end2end needs "
+                                    "a YOLOv10 or YOLO26 model")
+    if two_branches and getattr(head, "cv2", None) is None:
+        if branch == "one2many":
+            raise UnsupportedModelError(f"{pt}: the {kind} head's one-to-many branch was removed from this checkpoint "
+                                        "(fused): export it with --nms false / --end2end")
+    if two_branches:
+        model.end2end = branch == "one2one"  # fuse() below then drops the other branch
     reg_max = int(head.reg_max)
-    if reg_max <= 1:
-        raise UnsupportedModelError(
-            f"{pt}: unsupported head {kind}: reg_max={reg_max} (no DFL, YOLO26-style); YOLOv8 heads use reg_max>1"
-        )
     strides = [int(s) for s in head.stride.tolist()]
     if not strides or any(s <= 0 for s in strides):
         raise CheckpointError(f"{pt}: the {kind} head has no strides (model was never built?)")
@@ -222,7 +231,9 @@ def _load_model(pt: Path, yolo=None):
         raise CheckpointError(f"{pt}: class names {sorted(names)[:5]}... do not match nc={int(head.nc)}")
 
     info = _HeadInfo(task=task, strides=strides, reg_max=reg_max, nc=int(head.nc), names=names)
-    bins = [float(v) for v in head.dfl.conv.weight.detach().float().flatten().tolist()]
+    if two_branches or head_kind.kpt_rule == "anchor":
+        info.head, info.branch, info.kpt_rule = kind, branch, head_kind.kpt_rule
+    bins = [float(v) for v in head.dfl.conv.weight.detach().float().flatten().tolist()] if reg_max > 1 else [0.0]
     if bins != [float(i) for i in range(reg_max)]:
         info.dfl_bins = bins  # e.g. weights rounded through int8: the host decode must use the same values
     if task == "segment":
@@ -230,38 +241,22 @@ def _load_model(pt: Path, yolo=None):
     if task == "pose":
         info.kpt_shape = [int(v) for v in head.kpt_shape]
 
-    model = model.fuse(verbose=False)  # fold BN into convs (drops nothing on v8 heads: they have no one2one branch)
+    model = model.fuse(verbose=False)  # fold BN into convs; a two-branch head drops the branch not exported
     model = model.float().cpu().eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, model.model[-1], info
 
 
-def _truncated_forward(task: str):
-    """Build a replacement Detect/Segment/Pose.forward returning the raw per-level branch outputs."""
-    with_cv4 = task in ("segment", "pose", "obb")
-    with_proto = task == "segment"
-
-    def forward(self, x):
-        outs = []
-        for i in range(self.nl):
-            outs.append(self.cv2[i](x[i]))  # box distribution logits, 4*reg_max channels
-            outs.append(self.cv3[i](x[i]))  # class logits, nc channels, before sigmoid
-            if with_cv4:
-                outs.append(self.cv4[i](x[i]))  # mask coefficients (nm), raw keypoints (nk) or angle logits (1)
-        if with_proto:
-            outs.append(self.proto(x[0]))  # mask prototypes, (B, nm, 2*H/8, 2*W/8)
-        return tuple(outs)
-
-    return forward
-
-
 @contextmanager
-def truncated_head(head, task: str) -> Iterator[None]:
-    """Temporarily replace ``head.forward`` (on the instance only) with the truncated forward."""
+def truncated_head(head, task: str, branch: str = "one2many") -> Iterator[None]:
+    """Temporarily replace ``head.forward`` (on the instance only) with the truncated forward of ``branch``."""
+    kind = SUPPORTED.get(type(head).__name__)
+    if kind is None or kind.task != task:
+        raise UnsupportedModelError(f"unsupported head {type(head).__name__} for task {task}")
     had_own = "forward" in head.__dict__
     saved = head.__dict__.get("forward")
-    head.forward = types.MethodType(_truncated_forward(task), head)
+    head.forward = types.MethodType(truncated_forward(kind, branch), head)
     try:
         yield
     finally:
@@ -280,8 +275,10 @@ def export_truncated(
     opset: int = 17,
     simplify: bool = True,
     input_dtype: str = "uint8",
+    nms: bool | None = None,
 ) -> Path:
-    """Export ``pt_path`` (Ultralytics YOLOv8 / YOLO11 detect/segment/pose/obb .pt) to a truncated-head ONNX file.
+    """Export ``pt_path`` (an Ultralytics YOLOv8 / YOLO11 / YOLOv10 / YOLO26 detect/segment/pose/obb .pt, or a
+    classifier) to a truncated-head ONNX file.
 
     Args:
         pt_path: the .pt checkpoint.
@@ -294,6 +291,8 @@ def export_truncated(
         opset: ONNX opset (>= 11, default 17).
         input_dtype: "uint8" (default: RGB 0..255, divided by 255 inside the graph) or "float32" (RGB 0..1).
         simplify: run onnxslim when importable; kept only if names and Conv-terminated outputs survive.
+        nms: the branch of a YOLOv10 / YOLO26 head, as Ultralytics' ``nms``: None (default) or True the one-to-many
+            branch (NMS on the host), False the one-to-one branch (top-k, no NMS).
 
     Returns:
         The path of the written .onnx file (written to a temp file in the same folder, then renamed into place).
@@ -337,7 +336,7 @@ def export_truncated(
         return export_classifier(yolo, pt, out, sha, size, fixed_batch, dynamic_hw, opset, simplify, input_dtype,
                                  ExportError, ExportArgumentError)
     h, w = size or (640, 640)
-    model, head, info = _load_model(pt, yolo)
+    model, head, info = _load_model(pt, nms, yolo)
 
     smax = max(info.strides)
     if h % smax or w % smax:
@@ -367,7 +366,7 @@ def export_truncated(
     from runtime.io.files import atomic_output
 
     with atomic_output(out) as tmp:
-        with truncated_head(head, info.task), torch.no_grad(), warnings.catch_warnings():
+        with truncated_head(head, info.task, info.branch or "one2many"), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
             try:
                 torch.onnx.export(
@@ -386,7 +385,8 @@ def export_truncated(
 
         metadata = dict(
             task=info.task, names=info.names, strides=info.strides, reg_max=info.reg_max, nm=info.nm,
-            kpt_shape=info.kpt_shape, dfl_bins=info.dfl_bins, imgsz=(h, w), batch=fixed_batch, dynamic_hw=dynamic_hw,
+            kpt_shape=info.kpt_shape, dfl_bins=info.dfl_bins, head=info.head, branch=info.branch,
+            kpt_rule=info.kpt_rule, imgsz=(h, w), batch=fixed_batch, dynamic_hw=dynamic_hw,
             source=pt.name, source_sha256=sha, ultralytics_version=_ultralytics_version(),
         )
         model_onnx = finish_graph(onnx.load(str(tmp)), names, metadata, input_dtype=input_dtype, simplify=simplify,
@@ -414,10 +414,17 @@ def _batch_arg(text: str) -> int | str:
     return b
 
 
+def _bool_arg(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tools/export.py",
-        description="Export an Ultralytics YOLOv8 detect/segment/pose/obb .pt to ONNX with a truncated head "
+        description="Export an Ultralytics YOLOv8/11/v10/26 detect/segment/pose/obb .pt to ONNX with a truncated head "
         "(raw per-level box/cls[/mc|kpt|ang] conv outputs [+ proto]; no DFL, decode, sigmoid or NMS), or a "
         "classifier ending at its logits (no softmax).",
     )
@@ -434,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--simplify", action=argparse.BooleanOptionalAction, default=True, help="simplify with onnxslim if installed"
     )
+    p.add_argument("--nms", type=_bool_arg, default=None, metavar="true|false",
+                   help="YOLOv10 / YOLO26: false exports the one-to-one branch (no NMS); default: one-to-many + NMS")
+    p.add_argument("--end2end", action="store_true", help="same as --nms false")
     p.add_argument("-o", "--output", default=None, help="output .onnx (default: MODEL.onnx next to the .pt)")
     return p
 
@@ -441,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     return run_cli(build_parser(), argv, lambda args: export_truncated(
         args.model, args.output, imgsz=args.imgsz, batch=args.batch, dynamic_hw=args.dynamic_hw, opset=args.opset,
-        simplify=args.simplify, input_dtype=args.input_dtype), ExportError)
+        simplify=args.simplify, input_dtype=args.input_dtype, nms=False if args.end2end else args.nms), ExportError)
 
 
 if __name__ == "__main__":

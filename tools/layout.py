@@ -133,9 +133,14 @@ def layout_metadata(
     ultralytics_version: str,
     opset: int,
     simplified: bool,
+    head: str | None = None,
+    branch: str | None = None,
+    kpt_rule: str | None = None,
 ) -> dict[str, str]:
     """The metadata_props of a truncated-head file, every value a string, in a fixed key order. A classifier has
-    no ``strides`` (empty) and no ``reg_max`` (None): those keys are left out."""
+    no ``strides`` (empty) and no ``reg_max`` (None): those keys are left out. ``head`` (the Ultralytics head class),
+    ``branch`` (one2many / one2one) and ``kpt_rule`` (grid2x / anchor) are written for heads with two branches
+    (YOLOv10, YOLO26) and for Pose26; a file without them is a one-to-many v8-style head."""
     meta = {
         "producer": PRODUCER,
         "layout": LAYOUT,
@@ -154,6 +159,9 @@ def layout_metadata(
         meta["kpt_shape"] = json.dumps([int(v) for v in kpt_shape])
     if dfl_bins is not None:
         meta["dfl_bins"] = json.dumps([float(v) for v in dfl_bins])
+    for key, value in (("head", head), ("branch", branch), ("kpt_rule", kpt_rule)):
+        if value is not None:
+            meta[key] = value
     meta.update(
         {
             "imgsz": json.dumps([int(imgsz[0]), int(imgsz[1])]),

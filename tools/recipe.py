@@ -5,14 +5,16 @@ Two layouts, one per engine (``Recipe.target``):
 * ``openvino`` (the default): ``tools/qdq.py``'s layout, int8 weights per output channel, u8 asymmetric
   activations quantized where they are computed (concat inputs sharing a scale), bias correction. OpenVINO runs the
   convs, splits, concats and pools as int8 (VNNI / AMX). Float: the last two convs of every keypoint and
-  mask-coefficient branch (``float_tails``), the outputs int8 rounds visibly.
+  mask-coefficient branch (``float_tails``), the outputs int8 rounds visibly, and the last conv of every box branch
+  of a DFL-free (YOLO26, ``reg_max`` 1) file (``float_box_tails``), whose output is the box itself. No quantizer
+  ever sits on a head output: each leaves its conv in float, with its own range per level and branch.
 * ``onnxruntime``: onnxruntime's ``quantize_static`` (QDQ on every tensor) with the range edits of
   ``tools/ort_qdq.py`` (SiLU inputs clipped at -7, one scale per concat / split / slice / pool / resize group, the
   uint8 input read as int8 data) and bias correction on quantize_static's weight grid. onnxruntime's CPU provider
-  runs it as QLinearConv / QLinearSigmoid / QLinearMul chains with nothing requantized between convs. Float: the output convs (``float_head``: onnxruntime rounds every
-  output it quantizes, and DFL logits and keypoints do not survive it) and every keypoint / mask-coefficient branch
-  whole (``float_tails=3``), each float conv with its SiLU (quantize_static would otherwise round the tensor between
-  two float convs).
+  runs it as QLinearConv / QLinearSigmoid / QLinearMul chains with nothing requantized between convs. Float: the
+  output convs (``float_head``: onnxruntime rounds every output it quantizes, and DFL logits and keypoints do not
+  survive it) and every keypoint / mask-coefficient branch whole (``float_tails=3``), each float conv with its SiLU
+  (quantize_static would otherwise round the tensor between two float convs).
 
 Head branches are found from the graph: the nodes that feed exactly one model output (box / class / keypoint /
 mask-coefficient towers and the prototype branch). The ``recipe comparison`` table in ``tools/quantize.py`` is
@@ -63,6 +65,7 @@ class Recipe:
     float_head: bool = False  # keep the convs that produce the model outputs float
     float_branches: bool = False  # keep every node that feeds exactly one model output float (the head's branches)
     float_tails: int = 2  # keep the last N convs of every keypoint / mask-coefficient branch float
+    float_box_tails: int = 1  # keep the last N convs of every DFL-free (YOLO26) box branch float; DFL boxes: none
     bias_correction: bool = True  # move biases by the mean shift weight rounding causes
     auto_exclude: int = 0  # keep the K most sensitive Conv+SiLU groups float (sensitivity analysis)
     num: int = DEFAULT_NUM  # calibration images (all if the folder holds fewer)
@@ -82,6 +85,8 @@ class Recipe:
             raise QuantizeError(f"--num must be >= 1, got {self.num}")
         if self.float_tails < 0:
             raise QuantizeError(f"--float-tails must be >= 0, got {self.float_tails}")
+        if self.float_box_tails < 0:
+            raise QuantizeError(f"--float-box-tails must be >= 0, got {self.float_box_tails}")
         if self.auto_exclude < 0:
             raise QuantizeError(f"--auto-exclude must be >= 0, got {self.auto_exclude}")
         if self.silu_clip is not None and not self.silu_clip > 0:
@@ -128,12 +133,15 @@ def preset(target: str) -> Recipe:
 
 def excluded_nodes(model_path: str | Path, recipe: Recipe) -> list[str]:
     """Every node the recipe keeps float: ``exclude``, the output convs (``float_head``), the head's branches
-    (``float_branches``) and the keypoint / mask-coefficient branches' last convs (``float_tails``); for the
-    onnxruntime layout also the SiLU of every float conv."""
+    (``float_branches``), the keypoint / mask-coefficient branches' last convs (``float_tails``) and, in a DFL-free
+    file, the box branches' last convs (``float_box_tails``); for the onnxruntime layout also the SiLU of every float
+    conv."""
     names = list(recipe.exclude)
-    model = as_model(model_path)  # loaded once for the three lookups
+    model = as_model(model_path)  # loaded once for the lookups
     if recipe.float_tails:
         names += [n for n in branch_tail_convs(model, recipe.float_tails) if n not in names]
+    if recipe.float_box_tails and _dfl_free(model):
+        names += [n for n in branch_tail_convs(model, recipe.float_box_tails, ("box_",)) if n not in names]
     if recipe.float_head:
         names += [n for n in head_nodes(model) if n not in names]
     if recipe.float_branches:
@@ -144,6 +152,11 @@ def excluded_nodes(model_path: str | Path, recipe: Recipe) -> list[str]:
         groups = conv_groups(model)
         names += [n for conv in list(names) for n in groups.get(conv, [])[1:] if n not in names]
     return names
+
+
+def _dfl_free(model) -> bool:
+    """A YOLO26-style box branch (``reg_max`` 1): its conv outputs the distances themselves."""
+    return any(p.key == "reg_max" and p.value == "1" for p in model.metadata_props)
 
 
 # ---------------------------------------------------------------------------------------------- calibrated model
@@ -205,6 +218,7 @@ def quantization_settings(recipe: Recipe, info: ModelInfo, n_images: int, model_
         "float_head": recipe.float_head,
         "float_branches": recipe.float_branches,
         "float_tails": recipe.float_tails,
+        "float_box_tails": recipe.float_box_tails,
         "excluded_nodes": excluded_nodes(model_path, recipe) if model_path is not None else list(recipe.exclude),
         "float_source_sha256": info.sha256,
         "float_source": info.path.name,
@@ -256,6 +270,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--float-tails", type=int, metavar="N",
                    help="keep the last N convs of every keypoint / mask-coefficient branch float (default: 2 for "
                         "openvino, 3 (the whole branch) for onnxruntime)")
+    p.add_argument("--float-box-tails", type=int, metavar="N",
+                   help="keep the last N convs of every DFL-free (YOLO26) box branch float (default 1; DFL boxes "
+                        "are never affected)")
     p.add_argument("--bias-correction", action=bool_flag, default=None,
                    help="correct conv biases for the mean shift of weight rounding (default on)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NAME", help="node names to keep float")
@@ -268,8 +285,9 @@ def recipe_from_args(args: argparse.Namespace, exclude: Sequence[str] = ()) -> R
     base = preset(args.target)
     given = {"method": args.method, "percentile": args.percentile, "per_channel": args.per_channel,
              "activation_type": args.act_type, "activation_symmetric": args.act_symmetric,
-             "reduce_range": args.reduce_range, "shared_scales": args.shared_scales, "float_head": args.float_head, "float_branches": args.float_branches,
-             "float_tails": args.float_tails,
+             "reduce_range": args.reduce_range, "shared_scales": args.shared_scales, "float_head": args.float_head,
+             "float_branches": args.float_branches, "float_tails": args.float_tails,
+             "float_box_tails": args.float_box_tails,
              "bias_correction": args.bias_correction, "auto_exclude": args.auto_exclude}
     changes = {k: v for k, v in given.items() if v is not None}
     if args.silu_clip is not None:

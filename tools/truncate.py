@@ -37,8 +37,14 @@ task, keypoint shape) comes from ``--names``/``--task``/``--kpt-shape`` or from 
 Float16 files (Ultralytics' ``half=True``) are converted to float32 first: float16 weights widen exactly, and the
 graph then computes in float32 like our exports.
 
-Refused, with a one-line message and exit status 2: files that are not a YOLO detection head, end-to-end heads
-(YOLOv10, YOLO26, ``nms=True`` exports), YOLO26-style heads without DFL,
+YOLOv10 and YOLO26 files of either branch are taken: a one-to-many export (``output0`` (B, 4 + nc + extra, N)) and an
+end-to-end export (``(B, max_det, 6 + extra)``, Ultralytics' ``nms=False``; a TopK in the graph) hold the convs of the
+branch they computed, which the result keeps and names in its ``branch`` metadata. YOLO26's box branch has no DFL
+(``reg_max`` 1: the conv outputs the distances); its Pose26 keypoints decode as ``(raw + anchor) * stride``, which
+the verification tells from v8's rule. End-to-end files are verified row by row (:mod:`tools.end2end_check`).
+
+Refused, with a one-line message and exit status 2: files that are not a YOLO detection head, ``nms=True`` exports
+(NMS in the graph), YOLO26-obb, semantic-segmentation, depth and YOLOE open-vocabulary models (not supported),
 already truncated or quantized files, and a ``--cut`` naming a tensor the file does not have.
 """
 
@@ -57,6 +63,7 @@ from typing import Any, Mapping, Sequence
 if __package__ in (None, ""):  # `python tools/truncate.py` puts tools/ first on sys.path: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tools.end2end_check import verify_end2end  # noqa: E402
 from tools.layout import (  # noqa: E402
     INPUT_DTYPES,
     INPUT_NAME,
@@ -75,7 +82,10 @@ __all__ = ["CutError", "NotAYoloHeadError", "TruncateError", "UnsupportedHeadErr
 # ops that only move or re-type data: a tensor made by them from raw conv outputs still "is" those conv outputs
 _DATA_MOVEMENT = {"Reshape", "Flatten", "Concat", "Split", "Slice", "Identity", "Cast"}
 _QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "DynamicQuantizeLinear"}
-_END2END_HEADS = ("v10Detect", "v10Segment", "v10Pose")
+_REFUSED_HEADS = {"SemanticSegment": "semantic segmentation", "Depth": "depth estimation",
+                  "YOLOEDetect": "YOLOE open-vocabulary detection", "YOLOESegment": "YOLOE open-vocabulary segmentation",
+                  "YOLOESegment26": "YOLOE open-vocabulary segmentation", "WorldDetect": "YOLO-World open-vocabulary",
+                  "OBB26": "YOLO26 oriented boxes, not supported yet"}
 _EXTRA_KIND = {"segment": "mc", "pose": "kpt", "obb": "ang"}
 _PROBE_SEED = 0
 
@@ -367,6 +377,8 @@ class _Head:
     nc: int
     nm: int | None
     kpt_shape: list | None
+    branch: str = "one2many"
+    kpt_rule: str | None = None  # pose: "grid2x" (v8) or "anchor" (Pose26), set by the verification
 
 
 def _stock_metadata(model) -> dict[str, str]:
@@ -500,14 +512,23 @@ def _refuse_unsupported(path: Path, model, meta: Mapping[str, str]) -> None:
                                    "truncate the float model, then quantize it with tools/quantize.py")
     task = meta.get("task")
     head = meta.get("head", "")
+    if head in _REFUSED_HEADS:
+        raise UnsupportedHeadError(f"{path}: unsupported head {head} ({_REFUSED_HEADS[head]}); only detect, segment, "
+                                   "pose, obb and classify heads can be truncated")
     if task is not None and task not in (*LEVEL_OUTPUTS, "classify"):
         raise UnsupportedHeadError(f"{path}: task {task!r} is not supported; only detect, segment, pose, obb and "
                                    "classify")
-    if (meta.get("end2end") == "True" or head in _END2END_HEADS or head.endswith("26")
-            or "TopK" in ops or "NonMaxSuppression" in ops):
+    if "NonMaxSuppression" in ops:
         raise UnsupportedHeadError(
-            f"{path}: end-to-end head ({head or 'TopK/NMS in the graph'}): NMS-free one-to-one heads (YOLOv10, "
-            "YOLO26) and nms=True exports are not supported; export a YOLOv8-style one-to-many head without nms")
+            f"{path}: NMS in the graph ({head or 'an nms=True export'}): export without nms=True (one-to-many, or "
+            "nms=False for the one-to-one branch of YOLOv10 / YOLO26)")
+
+
+def _is_end2end(model, meta: Mapping[str, str]) -> bool:
+    """A stock end-to-end export: Ultralytics' ``end2end`` metadata, else a TopK in the graph (older files)."""
+    if "end2end" in meta:
+        return str(meta["end2end"]).lower() == "true"
+    return any(n.op_type == "TopK" for n in model.graph.node)
 
 
 # ---------------------------------------------------------------------------------------------------- roles
@@ -594,14 +615,11 @@ def _find_head(g: _Graph, meta: Mapping[str, str], cut: Sequence[str] | None, ta
         all_convs = groups_convs
         verifiable = "output0" in outputs or dfl is not None
     else:
-        groups = _level_concats(g) if dfl is not None else []
-        if dfl is None or not groups:
+        groups = _level_concats(g)  # without a DFL: YOLO26's box branch, the distances themselves (reg_max 1)
+        if not groups:
             raw = [o for o in outputs if out_shapes[o] is not None and len(out_shapes[o]) == 4]
             if raw and len(raw) == len(outputs) and len(raw) >= 2:  # raw per-level outputs: read them as a cut
                 return _find_head(g, meta, raw, task, names, kpt_shape, reg_max, input_hw)
-            if groups or _level_concats(g):
-                raise UnsupportedHeadError(f"{path}: the head has no DFL (reg_max=1, YOLO26-style box branch): not "
-                                           "supported; only DFL heads (YOLOv8/11/12, v3u/v5u/v9) can be truncated")
             raise NotAYoloHeadError(f"{path}: not a YOLO detection head: no per-level head convolutions feeding a "
                                     f"DFL and a concat (outputs {[(o, out_shapes[o]) for o in outputs]})")
         all_convs = [c for grp in groups for c in grp]
@@ -661,7 +679,7 @@ def _find_head(g: _Graph, meta: Mapping[str, str], cut: Sequence[str] | None, ta
         raise NotAYoloHeadError(f"{path}: segment model without a prototype output (4-D map at stride 4)")
 
     if reg_max is None:
-        reg_max = len(dfl[2]) if dfl is not None else 16
+        reg_max = len(dfl[2]) if dfl is not None else (16 if cut else 1)
     bins = dfl[2] if dfl is not None else [float(i) for i in range(reg_max)]
     if len(bins) != reg_max:
         raise CutError(f"{path}: --reg-max {reg_max} disagrees with the file's DFL ({len(bins)} bins)")
@@ -721,9 +739,12 @@ def _decode_like_output0(values: Mapping[str, Any], head: _Head, bins: Sequence[
         s = lv.stride
         box = values[lv.convs["box"]].astype(np.float64)
         n, c, h, w = box.shape
-        logits = box.reshape(n, 4, c // 4, h * w)
-        p = np.exp(logits - logits.max(2, keepdims=True))
-        dist = (p / p.sum(2, keepdims=True) * b[None, None, :, None]).sum(2)
+        if c == 4:  # no DFL (YOLO26): the distances themselves
+            dist = box.reshape(n, 4, h * w)
+        else:
+            logits = box.reshape(n, 4, c // 4, h * w)
+            p = np.exp(logits - logits.max(2, keepdims=True))
+            dist = (p / p.sum(2, keepdims=True) * b[None, None, :, None]).sum(2)
         ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         ax, ay = xs.reshape(-1) + 0.5, ys.reshape(-1) + 0.5
         x1, y1, x2, y2 = ax - dist[:, 0], ay - dist[:, 1], ax + dist[:, 2], ay + dist[:, 3]
@@ -734,8 +755,12 @@ def _decode_like_output0(values: Mapping[str, Any], head: _Head, bins: Sequence[
         if head.task == "pose":
             k, d = head.kpt_shape
             y = values[lv.convs["kpt"]].astype(np.float64).reshape(n, k, d, h * w).copy()
-            y[:, :, 0] = (y[:, :, 0] * 2 + (ax - 0.5)) * s
-            y[:, :, 1] = (y[:, :, 1] * 2 + (ay - 0.5)) * s
+            if head.kpt_rule == "anchor":  # Pose26
+                y[:, :, 0] = (y[:, :, 0] + ax) * s
+                y[:, :, 1] = (y[:, :, 1] + ay) * s
+            else:
+                y[:, :, 0] = (y[:, :, 0] * 2 + (ax - 0.5)) * s
+                y[:, :, 1] = (y[:, :, 1] * 2 + (ay - 0.5)) * s
             if d == 3:
                 y[:, :, 2] = 1 / (1 + np.exp(-y[:, :, 2]))
             parts.append(y.reshape(n, k * d, h * w))
@@ -752,23 +777,33 @@ def _decode_like_output0(values: Mapping[str, Any], head: _Head, bins: Sequence[
 
 
 def _verify(path: Path, values: Mapping[str, Any], head: _Head) -> float:
-    """Raise NotAYoloHeadError unless the found convs, decoded, reproduce output0; return the worst excess."""
+    """Raise NotAYoloHeadError unless the found convs, decoded, reproduce output0; return the worst excess. A pose
+    head is tried with v8's keypoint rule, then Pose26's; the one that fits is kept in ``head.kpt_rule``."""
+    if head.task == "pose" and head.kpt_rule is None:
+        head.kpt_rule = "grid2x"
+        try:
+            return _verify(path, values, head)
+        except NotAYoloHeadError:
+            head.kpt_rule = "anchor"
     import numpy as np
 
-    ref = np.asarray(values["output0"], np.float64)
     bins = head.dfl_bins or [float(i) for i in range(head.reg_max)]
+    if head.branch == "one2one":
+        dense = _decode_like_output0(values, head, bins)
+        problem = verify_end2end(np.asarray(values["output0"], np.float64), dense, head.nc,
+                                 pixel_rows=_pixel_rows(head))
+        if problem:
+            raise NotAYoloHeadError(f"{path}: the head convs found do not reproduce the end-to-end output0 ({problem}): "
+                                    "not a stock Ultralytics YOLO head")
+        return 0.0
+    ref = np.asarray(values["output0"], np.float64)
     got = _decode_like_output0(values, head, bins)
     if got.shape != ref.shape:
         raise NotAYoloHeadError(f"{path}: the found head convs decode to {list(got.shape)}, but output0 is "
                                 f"{list(ref.shape)}: not a stock Ultralytics YOLO head")
     # pixel-valued rows (boxes, keypoint x/y) get a pixel-scale tolerance, the rest a probability-scale one
     tol = np.full(ref.shape[1], 1e-4)
-    tol[:4] = 1e-2
-    if head.task == "pose":
-        k, d = head.kpt_shape
-        first = 4 + head.nc
-        for i in range(k):
-            tol[first + i * d: first + i * d + 2] = 1e-2
+    tol[_pixel_rows(head)] = 1e-2
     excess = np.abs(got - ref) - (tol[None, :, None] + 1e-4 * np.abs(ref))
     worst = float(excess.max())
     if worst > 0:
@@ -777,6 +812,15 @@ def _verify(path: Path, values: Mapping[str, Any], head: _Head) -> float:
         raise NotAYoloHeadError(f"{path}: the head convs found do not reproduce output0 (a {what} row is off by "
                                 f"{worst:.3g} beyond tolerance): not a stock Ultralytics YOLO head")
     return worst
+
+
+def _pixel_rows(head: _Head) -> list[int]:
+    """Rows of the decoded (4 + nc + extra) layout that hold pixels: the box and the keypoints' x, y."""
+    rows = [0, 1, 2, 3]
+    if head.task == "pose":
+        k, d = head.kpt_shape
+        rows += [4 + head.nc + i * d + j for i in range(k) for j in (0, 1)]
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------- graph surgery
@@ -910,8 +954,8 @@ def truncate(
         raise CutError(f"{src}: input_dtype must be one of {', '.join(INPUT_DTYPES)}, got {input_dtype!r}")
     if task is not None and task not in (*LEVEL_OUTPUTS, "classify"):
         raise CutError(f"{src}: task must be one of {', '.join(LEVEL_OUTPUTS)}, classify, got {task!r}")
-    if reg_max is not None and (isinstance(reg_max, bool) or not isinstance(reg_max, int) or reg_max < 2):
-        raise CutError(f"{src}: reg_max must be an integer >= 2, got {reg_max!r}")
+    if reg_max is not None and (isinstance(reg_max, bool) or not isinstance(reg_max, int) or reg_max < 1):
+        raise CutError(f"{src}: reg_max must be a positive integer (1: no DFL), got {reg_max!r}")
     hw_arg = _parse_hw(imgsz, str(src))
     name_map: dict[int, str] | None = None
     if isinstance(names, (str, os.PathLike)):
@@ -970,8 +1014,11 @@ def truncate(
     g.shapes = {k: list(v.shape) for k, v in values.items()}
 
     head, name_map, verifiable = _find_head(g, meta, cut, task, name_map, kpt_shape, reg_max, (feed[2], feed[3]))
+    if _is_end2end(model, meta):
+        head.branch = "one2one"
     if verifiable:
         _verify(src, values, head)
+    two_branches = head.branch == "one2one" or head.reg_max == 1 or meta.get("head") == "v10Detect"
 
     # the new graph: outputs renamed to our layout, everything after them dropped
     strides = [lv.stride for lv in head.levels]
@@ -1007,7 +1054,9 @@ def truncate(
         default_hw = static_hw or (640, 640)
     metadata = dict(
         task=head.task, names=name_map, strides=strides, reg_max=head.reg_max, nm=head.nm, kpt_shape=head.kpt_shape,
-        dfl_bins=head.dfl_bins, imgsz=hw_arg or default_hw, batch=dims[0], dynamic_hw=static_hw is None,
+        dfl_bins=head.dfl_bins, head=meta.get("head") if two_branches else None,
+        branch=head.branch if two_branches else None, kpt_rule=head.kpt_rule if head.kpt_rule == "anchor" else None,
+        imgsz=hw_arg or default_hw, batch=dims[0], dynamic_hw=static_hw is None,
         source=src.name, source_sha256=sha, ultralytics_version=meta.get("version", "unknown"),
     )
     model = finish_graph(model, names_out, metadata, input_dtype=input_dtype, simplify=simplify, where=str(src),
@@ -1034,7 +1083,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class names: a data yaml (names:), a JSON/YAML list or dict, or one name a line")
     p.add_argument("--kpt-shape", type=int, nargs=2, default=None, metavar=("K", "D"),
                    help="keypoints and values per keypoint (pose), when the file does not say")
-    p.add_argument("--reg-max", type=int, default=None, help="DFL bins, when the graph has no DFL (default 16)")
+    p.add_argument("--reg-max", type=int, default=None,
+                   help="DFL bins of a --cut or raw-output file (default 16; 1: YOLO26, no DFL)")
     p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
                    help="default inference size for the metadata: N or H W (default: the file's)")
     p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="uint8",

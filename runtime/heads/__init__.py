@@ -7,8 +7,10 @@ model's spec serves it.
 * :mod:`runtime.heads.classify` -- classifiers: logits (or stock probabilities) to ``probs``.
 * :mod:`runtime.heads.obb` -- oriented boxes (task ``obb``), either layout; asked first, since the two
   above take any model of their layout.
+* :mod:`runtime.heads.one_to_one` -- the one-to-one branch of YOLO26 / YOLOv10 (truncated or stock end-to-end),
+  top-k on the host, no NMS.
 
-New heads (oriented boxes, classification, one-to-one YOLO26 / YOLOv10) go here as modules of their own.
+New heads (oriented boxes, classification) go here as modules of their own.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from runtime.heads.base import Head, HeadOutput, HeadSettings
 from runtime.heads.classify import ClassifyHead
 from runtime.heads.dfl import DflHead
 from runtime.heads.obb import ObbHead, StockObbHead
+from runtime.heads.one_to_one import OneToOneHead, StockEnd2EndHead
 from runtime.heads.stock import StockHead
 
-HEADS: tuple[type[Head], ...] = (ClassifyHead, ObbHead, StockObbHead, DflHead, StockHead)
+HEADS: tuple[type[Head], ...] = (ClassifyHead, ObbHead, StockObbHead, DflHead, StockHead, OneToOneHead,
+                                 StockEnd2EndHead)
 
 __all__ = ["HEADS", "Head", "HeadOutput", "HeadSettings", "head_for"]
 

@@ -17,11 +17,11 @@ from runtime.heads.nms_head import NmsHead
 
 
 class DflHead(NmsHead):
-    """The DFL one-to-many head of a truncated-layout file."""
+    """The one-to-many head of a truncated-layout file (DFL boxes, or YOLO26's DFL-free ``reg_max`` 1)."""
 
     @classmethod
     def accepts(cls, spec: ModelSpec) -> bool:
-        return spec.layout == TRUNCATED_LAYOUT
+        return spec.layout == TRUNCATED_LAYOUT and spec.branch == "one2many"
 
     def __init__(self, spec: ModelSpec, settings: HeadSettings) -> None:
         super().__init__(spec, settings)
@@ -38,13 +38,18 @@ class DflHead(NmsHead):
         key = outputs[self._cls_names[0]].shape[1:]
         decoder = self._decoders.get(key)
         if decoder is None:
-            s = self.settings
-            decoder = TruncatedDecoder([outputs[n].shape[1:] for n in self._box_names],
-                                       [outputs[n].shape[1:] for n in self._cls_names], self.spec.strides, s.conf,
-                                       multi_label=s.multi_label, classes=s.classes, max_candidates=s.max_candidates,
-                                       dfl_bins=self.spec.dfl_bins)
+            cls_shapes = [outputs[n].shape[1:] for n in self._cls_names]
+            anchors = sum(int(h) * int(w) for _, h, w in cls_shapes)
+            decoder = TruncatedDecoder([outputs[n].shape[1:] for n in self._box_names], cls_shapes, self.spec.strides,
+                                       self.settings.conf, dfl_bins=self.spec.dfl_bins, **self.candidate_rule(anchors))
             self._decoders[key] = decoder
         return decoder
+
+    def candidate_rule(self, anchors: int) -> dict:
+        """The decoder's candidate options for a model of ``anchors`` anchors: Ultralytics' NMS candidates
+        (``multi_label``, ``classes``, the cap)."""
+        s = self.settings
+        return {"multi_label": s.multi_label, "classes": s.classes, "max_candidates": s.max_candidates}
 
     def candidates(self, outputs: Mapping[str, np.ndarray], row: int) -> Candidates:
         return self._decoder(outputs).decode_row([outputs[n] for n in self._box_names],
@@ -56,8 +61,9 @@ class DflHead(NmsHead):
 
     def decode_keypoints(self, raw: np.ndarray, anchor_ids: np.ndarray,
                          outputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """``x = (2 * raw_x + cell_x) * stride`` (``cell_x`` the cell's left edge, in cells), likewise y;
-        visibility through a sigmoid."""
+        """``x = (2 * raw_x + cell_x) * stride`` (``cell_x`` the cell's left edge, in cells), likewise y; for
+        YOLO26's Pose26 (``kpt_rule`` "anchor") ``x = (raw_x + cell_x + 0.5) * stride``. Visibility through a
+        sigmoid."""
         k, d = self.spec.kpt_shape
         kpts = raw.reshape(len(raw), k, d).astype(np.float32, copy=True)
         level_ends = self._decoder(outputs).level_ends
@@ -67,8 +73,12 @@ class DflHead(NmsHead):
         cell_x = (local % widths).astype(np.float32)
         cell_y = (local // widths).astype(np.float32)
         stride = self._strides[level][:, None]
-        kpts[:, :, 0] = (kpts[:, :, 0] * 2 + cell_x[:, None]) * stride
-        kpts[:, :, 1] = (kpts[:, :, 1] * 2 + cell_y[:, None]) * stride
+        if self.spec.keypoint_rule == "anchor":
+            kpts[:, :, 0] = (kpts[:, :, 0] + (cell_x + np.float32(0.5))[:, None]) * stride
+            kpts[:, :, 1] = (kpts[:, :, 1] + (cell_y + np.float32(0.5))[:, None]) * stride
+        else:
+            kpts[:, :, 0] = (kpts[:, :, 0] * 2 + cell_x[:, None]) * stride
+            kpts[:, :, 1] = (kpts[:, :, 1] * 2 + cell_y[:, None]) * stride
         if d == 3:
             kpts[:, :, 2] = 1 / (1 + np.exp(-kpts[:, :, 2]))
         return kpts

@@ -24,7 +24,8 @@ NO_LEVELS = np.zeros(0, np.int64)
 
 
 class NmsHead(Head):
-    """Decode, NMS, the task's part; stage times ``decode``, ``nms`` and ``masks`` (the part's time)."""
+    """Decode, NMS, the task's part; stage times ``decode``, ``nms`` (the selection, top-k on a one-to-one head)
+    and ``masks`` (the part's time)."""
 
     def __init__(self, spec: ModelSpec, settings: HeadSettings) -> None:
         super().__init__(spec, settings)
@@ -39,6 +40,11 @@ class NmsHead(Head):
         """Per-level (C, N_l) float32 maps of the extra channels (mask coefficients or raw keypoints)
         of row ``row``, and their cumulative anchor counts."""
 
+    def select(self, cand: Candidates) -> np.ndarray:
+        """Indices of the candidates to keep, best first: Ultralytics' NMS (one-to-one heads override this)."""
+        s = self.settings
+        return nms_candidates(cand.boxes_xyxy, cand.scores, cand.class_ids, s.iou, s.max_det, s.agnostic)
+
     def decode_keypoints(self, raw: np.ndarray, anchor_ids: np.ndarray,
                          outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """(n, nk) keypoint channels of the kept anchors -> (n, K, D) float32 in letterbox pixels."""
@@ -46,11 +52,10 @@ class NmsHead(Head):
 
     def __call__(self, outputs: Mapping[str, np.ndarray], row: int, letterbox: Letterbox,
                  mask_threads: int | None = None) -> HeadOutput:
-        s = self.settings
         t0 = time.perf_counter()
         cand = self.candidates(outputs, row)
         t1 = time.perf_counter()
-        keep = nms_candidates(cand.boxes_xyxy, cand.scores, cand.class_ids, s.iou, s.max_det, s.agnostic)
+        keep = self.select(cand)
         t2 = time.perf_counter()
         maps, level_ends = self.extra_maps(outputs, row) if self.part.uses_extra and len(keep) else ((), NO_LEVELS)
         boxes_in, scores, class_ids, anchor_ids, extra = take_kept(

@@ -3,7 +3,8 @@
 Two input forms, one image per call:
 
 * :func:`decode_truncated` -- the runtime's own ONNX models whose head stops at the raw convolutions:
-  per level a box map ``(4 * reg_max, H, W)`` of DFL logits (channels ``[side][bin]``, sides l, t, r, b)
+  per level a box map ``(4 * reg_max, H, W)`` of DFL logits (channels ``[side][bin]``, sides l, t, r, b;
+  ``reg_max`` 1, the DFL-free YOLO26 head: the four distances themselves, in strides)
   and a class map ``(nc, H, W)`` of logits (before the sigmoid).
 * :func:`decode_standard` -- a stock Ultralytics export, ``(4 + nc + extra, N)`` with decoded
   ``cx, cy, w, h`` and sigmoid scores.

@@ -7,6 +7,11 @@ Two layouts are understood:
   names, strides and ``reg_max`` in the metadata.
 * ``standard`` — a stock Ultralytics export: ``output0`` of shape [B, 4 + nc (+ nm | + nk), N]
   with decoded boxes and sigmoid scores, plus ``output1`` prototypes for segment.
+* ``end2end`` — a stock end-to-end export of a one-to-one head (YOLO26, YOLOv10 with ``nms=False``):
+  ``output0`` of shape [B, max_det, 6 (+ nm | + nk)], rows ``x1 y1 x2 y2 score class extra``, best first.
+
+A truncated file of a head with two branches (YOLO26, YOLOv10) says in ``branch`` which one it computes:
+``one2many`` (NMS on the host; the default) or ``one2one`` (top-k on the host, no NMS).
 
 A classifier has one output of shape [B, nc]: ``logits`` (truncated: before the softmax) or a stock
 ``output0`` (softmax probabilities).
@@ -25,6 +30,9 @@ from runtime.errors import ModelError
 
 TRUNCATED_LAYOUT = "truncated"
 STANDARD_LAYOUT = "standard"
+END2END_LAYOUT = "end2end"
+BRANCHES = ("one2many", "one2one")
+KEYPOINT_RULES = ("grid2x", "anchor")  # v8 Pose: (2 * raw + cell corner) * stride; Pose26: (raw + cell centre) * stride
 SUPPORTED_LAYOUT_VERSIONS = {"1"}
 TASKS = ("detect", "segment", "pose", "obb", "classify")
 CLASSIFY_STRIDE = 32  # Ultralytics' predict rounds a classifier's imgsz up to a multiple of 32
@@ -83,6 +91,16 @@ class ModelSpec:
     def preprocess(self) -> str:
         """How an image becomes the input: Ultralytics' classify transforms for classifiers, else its letterbox."""
         return "center_crop" if self.task == "classify" else "letterbox"
+
+    @property
+    def branch(self) -> str:
+        """Which head branch the outputs come from: "one2many" (NMS) or "one2one" (top-k, no NMS)."""
+        return "one2one" if self.layout == END2END_LAYOUT else self.metadata.get("branch", "one2many")
+
+    @property
+    def keypoint_rule(self) -> str:
+        """How raw keypoints become pixels (truncated pose files): "grid2x" (v8 Pose) or "anchor" (Pose26)."""
+        return self.metadata.get("kpt_rule", "grid2x")
 
     @property
     def output_names(self) -> list[str]:
@@ -201,6 +219,11 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
         if dfl_bins is not None and len(dfl_bins) != reg_max:
             raise ModelError(f"{path}: metadata dfl_bins holds {len(dfl_bins)} values, expected reg_max={reg_max}")
         nm = int(metadata.get("nm", 0)) if task == "segment" else 0
+        if metadata.get("branch", "one2many") not in BRANCHES:
+            raise ModelError(f"{path}: metadata branch {metadata['branch']!r} is not one of {', '.join(BRANCHES)}")
+        if metadata.get("kpt_rule", "grid2x") not in KEYPOINT_RULES:
+            raise ModelError(f"{path}: metadata kpt_rule {metadata['kpt_rule']!r} is not one of "
+                             f"{', '.join(KEYPOINT_RULES)}")
         cls_channels = _static_dim(output_shapes[levels[0].cls][1])
         if cls_channels is not None and cls_channels != len(names):
             raise ModelError(f"{path}: {len(names)} class names but {cls_channels} class channels")
@@ -220,10 +243,11 @@ def read_model_spec(path: str | Path, metadata: Mapping[str, str], inputs: Seque
             raise ModelError(f"{path}: segment model without a prototype output")
         proto = output_names[1]
         nm = _static_dim(output_shapes[proto][1]) or (rows - 4 - len(names) if rows else 32)
-    if metadata.get("end2end", "False") == "True" or (rows is not None and rows < 4 + len(names)):
-        raise ModelError(f"{path}: end-to-end (NMS-free) exports are not supported; export without nms/end2end")
+    layout = STANDARD_LAYOUT
+    if _is_end2end(path, metadata, output_shapes[output_names[0]], task, len(names), nm, kpt_shape):
+        layout = END2END_LAYOUT
     stride = int(ast.literal_eval(metadata.get("stride", "32")))
-    return ModelSpec(path, STANDARD_LAYOUT, task, names, (stride,), 0, None, nm, kpt_shape, inp.name, input_dtype, batch,
+    return ModelSpec(path, layout, task, names, (stride,), 0, None, nm, kpt_shape, inp.name, input_dtype, batch,
                      input_hw, _parse_hw(metadata.get("imgsz"), input_hw or (640, 640)), (), proto, output_names[0],
                      dict(metadata))
 
@@ -247,3 +271,27 @@ def _classify_spec(path: Path, metadata: Mapping[str, str], input_name: str, inp
     imgsz = _parse_hw(metadata.get("imgsz"), input_hw or (224, 224))
     return ModelSpec(path, layout, "classify", names, (CLASSIFY_STRIDE,), 0, None, 0, None, input_name, input_dtype,
                      batch, input_hw, imgsz, (), None, out.name, dict(metadata))
+
+
+def _is_end2end(path: Path, metadata: Mapping[str, str], shape: Sequence[Any], task: str, nc: int, nm: int,
+                kpt_shape: tuple[int, int] | None) -> bool:
+    """Whether a stock ``output0`` is end-to-end, (B, max_det, 6 + extra), or one-to-many, (B, 4 + nc + extra, N):
+    Ultralytics' ``end2end`` metadata key when present, else the shape; ModelError when neither tells."""
+    extra = nm if task == "segment" else (kpt_shape[0] * kpt_shape[1] if task == "pose" and kpt_shape else 0)
+    rows, cols = _static_dim(shape[1]), _static_dim(shape[2])
+    if "end2end" in metadata:
+        end2end = str(metadata["end2end"]).lower() == "true"
+        want = 6 + extra if end2end else 4 + nc + extra
+        got = cols if end2end else rows
+        if got is not None and got != want:
+            kind = "end-to-end" if end2end else "one-to-many"
+            raise ModelError(f"{path}: metadata end2end={metadata['end2end']} but output0 {list(shape)} is not a "
+                             f"{kind} output (expected {want} channels)")
+        return end2end
+    one_to_many = rows == 4 + nc + extra
+    end_to_end = cols == 6 + extra
+    if one_to_many != end_to_end:
+        return end_to_end
+    raise ModelError(f"{path}: cannot tell from output0 {list(shape)} whether it is end-to-end (B, max_det, "
+                     f"{6 + extra}) or one-to-many (B, {4 + nc + extra}, anchors), and the metadata has no 'end2end' "
+                     "key; add it (end2end=True or False) or re-export with Ultralytics' nms=False / nms=None")
