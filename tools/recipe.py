@@ -10,11 +10,12 @@ Two layouts, one per engine (``Recipe.target``):
   ever sits on a head output: each leaves its conv in float, with its own range per level and branch.
 * ``onnxruntime``: onnxruntime's ``quantize_static`` (QDQ on every tensor) with the range edits of
   ``tools/ort_qdq.py`` (SiLU inputs clipped at -7, one scale per concat / split / slice / pool / resize group, the
-  uint8 input read as int8 data) and bias correction on quantize_static's weight grid. onnxruntime's CPU provider
-  runs it as QLinearConv / QLinearSigmoid / QLinearMul chains with nothing requantized between convs. Float: the
-  output convs (``float_head``: onnxruntime rounds every output it quantizes, and DFL logits and keypoints do not
-  survive it) and every keypoint / mask-coefficient branch whole (``float_tails=3``), each float conv with its SiLU
-  (quantize_static would otherwise round the tensor between two float convs).
+  uint8 input read as int8 data). onnxruntime's CPU provider runs it as QLinearConv / QLinearSigmoid / QLinearMul
+  chains with nothing requantized between convs. Float: the output convs (``float_head``: onnxruntime rounds every
+  output it quantizes, and DFL logits and keypoints do not survive it) and every keypoint / mask-coefficient branch
+  whole (``float_tails=3``), each float conv with its SiLU (quantize_static would otherwise round the tensor between
+  two float convs). Bias correction (``--bias-correction``, on quantize_static's own weight grid) is off: it gains
+  keypoint points and loses mask points (``tools/quantize.py``).
 
 Head branches are found from the graph: the nodes that feed exactly one model output (box / class / keypoint /
 mask-coefficient towers and the prototype branch). The ``recipe comparison`` table in ``tools/quantize.py`` is
@@ -119,7 +120,7 @@ class Recipe:
 DEFAULT_RECIPE = Recipe()
 _PRESETS = {
     "openvino": DEFAULT_RECIPE,
-    "onnxruntime": Recipe(target="onnxruntime", silu_clip=7.0, shared_scales=True, bias_correction=True,
+    "onnxruntime": Recipe(target="onnxruntime", silu_clip=7.0, shared_scales=True, bias_correction=False,
                           float_head=True, float_branches=False, float_tails=3),
 }
 
