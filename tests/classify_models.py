@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CLASSIFY_CFGS = ("yolov8n-cls.yaml", "yolo11n-cls.yaml")
+CLASSIFY_CFGS = ("yolov8n-cls.yaml", "yolo11n-cls.yaml", "yolo26n-cls.yaml")
 CLASSIFY_NAMES = ("cat", "dog", "bus", "tree", "boat", "kite")
 
 

@@ -355,7 +355,7 @@ def assert_probs_match(theirs: np.ndarray, ours: np.ndarray, where: str) -> floa
 
 @needs_export
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg", ["yolov8n-cls.yaml", "yolo11n-cls.yaml"])
+@pytest.mark.parametrize("cfg", ["yolov8n-cls.yaml", "yolo11n-cls.yaml", "yolo26n-cls.yaml"])
 def test_parity_with_ultralytics_predict(cfg, classifier_pts, classifier_onnx, shared_dir):
     """Our export and the truncated stock export, at three input sizes and two batch sizes, against
     ``YOLO(pt).predict`` on the same images."""

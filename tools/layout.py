@@ -38,8 +38,8 @@ LEVEL_OUTPUTS = {
 __all__ = [
     "INPUT_DTYPES", "INPUT_NAME", "LAYOUT", "LAYOUT_VERSION", "LEVEL_OUTPUTS", "MAX_IR_VERSION", "PRODUCER",
     "PROTO_NAME", "LOGITS_NAME", "check_layout", "finish_graph", "layout_metadata", "level_name",
-    "normalise_input_in_graph",
-    "opset_of", "output_names", "run_cli", "set_metadata", "shape_of", "simplify_graph", "summarize",
+    "normalise_input_in_graph", "opset_of", "output_names", "prune_graph", "run_cli", "set_metadata", "shape_of",
+    "simplify_graph", "summarize", "topological_order",
 ]  # fmt: skip
 
 
@@ -227,6 +227,54 @@ def simplify_graph(model_onnx, names: list[str], where: str, input_name: str = I
 def opset_of(model_onnx) -> int:
     """The model's default-domain (``ai.onnx``) opset version; 0 when it imports none."""
     return next((o.version for o in model_onnx.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def prune_graph(model, keep_outputs: Sequence[str]) -> None:
+    """Drop every node, initializer and value_info the outputs ``keep_outputs`` do not need."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    needed: set[str] = set()
+    stack = list(keep_outputs)
+    kept_nodes = set()
+    while stack:
+        t = stack.pop()
+        if t in needed:
+            continue
+        needed.add(t)
+        node = producer.get(t)
+        if node is not None and id(node) not in kept_nodes:
+            kept_nodes.add(id(node))
+            stack.extend(i for i in node.input if i)
+    nodes = topological_order([n for n in graph.node if id(n) in kept_nodes], graph)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    inits = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    vis = [v for v in graph.value_info if v.name in needed]
+    del graph.value_info[:]
+    graph.value_info.extend(vis)
+    ins = [i for i in graph.input if i.name in needed]
+    del graph.input[:]
+    graph.input.extend(ins)
+
+
+def topological_order(nodes: list, graph) -> list:
+    """``nodes`` ordered so that every input is made before it is read (converters may append casts at the end)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    out, pending = [], list(nodes)
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                out.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):  # unresolvable (a cycle or a missing tensor): keep the original order
+            return out + rest
+        pending = rest
+    return out
 
 
 def finish_graph(model_onnx, outputs: list[str], metadata: Mapping[str, Any], *, input_dtype: str, simplify: bool,

@@ -43,8 +43,23 @@ output convs and whole keypoint branches float, with their SiLUs (default)      
 Two things decide it. onnxruntime quantizes every tensor, the outputs included: u8 DFL logits and keypoints lose 8
 box / 12 OKS points, so the output convs stay float. And quantize_static still rounds the SiLU of a conv it leaves
 float, so a float conv keeps its SiLU float; with that, the keypoint branch's middle tensor (the one the openvino
-layout keeps float too) is unrounded. Float keypoint / mask-coefficient branches cost about a quarter of the int8
-model's time; the rest is QLinearConv (about half) and the SiLU's QLinearSigmoid + QLinearMul (about a sixth).
+layout keeps float too) is unrounded.
+
+The default over the whole sets (float: pose 0.7666 / 0.5827 box / OKS, yolov8n-seg 0.3674 / 0.3085 box / mask on the
+164 val2017 images, yolov8n 0.3698 box), seeds 0 / 1 / 2, computed by onnxruntime:
+
+* yolo11n-pose: box 0.7631 / 0.7638 / 0.7639, OKS 0.5772 / 0.5723 / 0.5751 (-0.27 to -0.35 box, -0.55 to -1.04 OKS
+  points; spread 0.08 / 0.49);
+* yolov8n-seg: box 0.3658 / 0.3655 / 0.3647, mask 0.3051 / 0.3051 / 0.3033 (-0.16 to -0.27, -0.34 to -0.52);
+* yolov8n (seed 0): box 0.3626 (-0.72).
+
+Bias correction (``--bias-correction``, on quantize_static's weight grid) moves pose to box 0.7622 / 0.7630 / 0.7608,
+OKS 0.5795 / 0.5776 / 0.5775 (OKS -0.32 to -0.52: better than the spread; box -0.36 to -0.58), yolov8n to 0.3646, but
+yolov8n-seg's masks to 0.3029 / 0.3003 / 0.3016 (-0.56 to -0.82, worse on every seed); corrected in the body only,
+the masks lose as much (0.3022 / 0.3014 / 0.3009). It stays an option. Where the time goes
+(``python bench/ort_profile.py``): QLinearConv about a third, the float keypoint / mask-coefficient branches a fifth
+(their first convs run at P3), QLinearSigmoid + QLinearMul a fifth. Speed against onnxruntime float inference
+(``bench/latency.py --baseline``, batch 1, 640): yolo11n-pose 1.63x, yolov8n-seg 2.06x.
 
 OpenVINO target (the default). Recipe comparison (yolo11n-pose, real float weights; calibration on ../shared/coco/train2017, 256 images, seed 0
 unless stated; person box / keypoint OKS mAP50-95 on the 495 images of ../shared/coco/val2017-pose with

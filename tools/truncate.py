@@ -65,6 +65,7 @@ if __package__ in (None, ""):  # `python tools/truncate.py` puts tools/ first on
 
 from tools.end2end_check import verify_end2end  # noqa: E402
 from tools.layout import (  # noqa: E402
+    prune_graph,
     INPUT_DTYPES,
     INPUT_NAME,
     LAYOUT,
@@ -832,36 +833,6 @@ def _rename(model, mapping: Mapping[str, str]) -> None:
         vi.name = mapping.get(vi.name, vi.name)
 
 
-def _prune(model, keep_outputs: Sequence[str]) -> None:
-    """Drop every node, initializer and value_info the outputs ``keep_outputs`` do not need."""
-    graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
-    needed: set[str] = set()
-    stack = list(keep_outputs)
-    kept_nodes = set()
-    while stack:
-        t = stack.pop()
-        if t in needed:
-            continue
-        needed.add(t)
-        node = producer.get(t)
-        if node is not None and id(node) not in kept_nodes:
-            kept_nodes.add(id(node))
-            stack.extend(i for i in node.input if i)
-    nodes = _topological([n for n in graph.node if id(n) in kept_nodes], graph)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    vis = [v for v in graph.value_info if v.name in needed]
-    del graph.value_info[:]
-    graph.value_info.extend(vis)
-    ins = [i for i in graph.input if i.name in needed]
-    del graph.input[:]
-    graph.input.extend(ins)
-
-
 def _constants_to_initializers(model) -> None:
     """Turn Constant nodes and Identity nodes of initializers (torch's unsimplified exports share equal weights that
     way) into plain initializers, so every Conv reads its weight and bias as initializers, as in our exports."""
@@ -884,24 +855,6 @@ def _constants_to_initializers(model) -> None:
         inits[new.name] = new
     del graph.node[:]
     graph.node.extend(keep)
-
-
-def _topological(nodes: list, graph) -> list:
-    """``nodes`` ordered so that every input is made before it is read (converters may append casts at the end)."""
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    out, pending = [], list(nodes)
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in ready for i in n.input):
-                out.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):  # unresolvable (a cycle or a missing tensor): keep the original order
-            return out + rest
-        pending = rest
-    return out
 
 
 def _parse_hw(value, where: str) -> tuple[int, int] | None:
@@ -1033,7 +986,7 @@ def truncate(
         mapping[inp.name] = INPUT_NAME
     _rename(model, mapping)
     _constants_to_initializers(model)
-    _prune(model, names_out)
+    prune_graph(model, names_out)
     batch_dim: int | str = dims[0] or "batch"
     for vi in model.graph.input:
         if vi.name == INPUT_NAME:

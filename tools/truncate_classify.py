@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-from tools.layout import INPUT_NAME, LOGITS_NAME, finish_graph
+from tools.layout import INPUT_NAME, LOGITS_NAME, finish_graph, prune_graph
 
 _PASS_THROUGH = ("Identity", "Cast")
 _PROBE_SEED = 0
@@ -117,24 +117,8 @@ def truncate_classifier(model, src: Path, out: Path, meta: Mapping[str, str], sh
         node.output[:] = [mapping.get(n, n) for n in node.output]
     for vi in list(graph.input) + list(graph.value_info):
         vi.name = mapping.get(vi.name, vi.name)
-    producer = {o: n for n in graph.node for o in n.output}
-    needed, stack, kept = set(), [LOGITS_NAME], set()
-    while stack:  # keep what the logits need, nothing after them
-        t = stack.pop()
-        if t in needed:
-            continue
-        needed.add(t)
-        node = producer.get(t)
-        if node is not None and id(node) not in kept:
-            kept.add(id(node))
-            stack.extend(i for i in node.input if i)
-    nodes = [n for n in graph.node if id(n) in kept]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    infos = [v for v in graph.value_info if v.name in needed and v.name != LOGITS_NAME]
+    prune_graph(model, [LOGITS_NAME])  # keep what the logits need, nothing after them
+    infos = [v for v in graph.value_info if v.name != LOGITS_NAME]
     del graph.value_info[:]
     graph.value_info.extend(infos)
     if dims[0] is None:
