@@ -2,17 +2,19 @@
 its CPU provider runs the whole body as int8 kernels, and the input read as int8 directly.
 
 onnxruntime fuses ``DQ -> Conv -> Q`` into QLinearConv, ``Sigmoid`` / ``Mul`` into QLinearSigmoid (a table lookup) /
-QLinearMul, ``Concat`` into QLinearConcat, and runs Split, Slice, MaxPool and Resize on uint8 when their input and output
-share a scale. Three range edits on top of the calibration make that layout cheap and accurate:
+QLinearMul, ``Concat`` into QLinearConcat, and runs Split, Slice, MaxPool and Resize on uint8 when their input and
+output share a scale. Edits on top of the calibration make that layout cheap and accurate:
 
 * ``silu_clip``: a SiLU input's range starts at -C at the lowest. SiLU is flat there (|SiLU(x)| < 0.007 for x < -7),
   while minmax ranges of pre-SiLU conv outputs often reach -100 and waste most of the 8-bit levels.
-* shared scales (``shared_scales``): every Concat's inputs and output, and every Split's, Slice's, MaxPool's and Resize's input
-  and outputs, take one range (the union of theirs), so a concat is a copy and nothing requantizes between convs.
-  These tensors are linked through the C2f / C3k2 / SPPF blocks, so the groups are closed transitively.
+* shared scales (``shared_scales``): every Concat's inputs and output, and every Split's, Slice's, MaxPool's and
+  Resize's input and outputs, take one range (the union of theirs), so a concat is a copy and nothing requantizes
+  between convs. These tensors are linked through the C2f / C3k2 / SPPF blocks, so the groups are closed
+  transitively.
 * the input: our exports read uint8 RGB and divide by 255 in the graph; that tensor *is* int8 data with scale 1/255
   and zero point 0, so the Cast, Div and QuantizeLinear in front of the first conv are replaced by that exact
   dequantization of the input (no calibration error, and three passes over the image fewer).
+* optionally, bias correction (:func:`correct_biases`) on the grid quantize_static rounds the weights to.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from tools.quant_model import as_model, quiet, silu_inputs
 # ops that move values without computing new ones: onnxruntime runs them on uint8 when input and outputs share a scale
 SCALE_SHARING_OPS = ("Concat", "Split", "Slice", "MaxPool", "Resize")
 
-__all__ = ["SCALE_SHARING_OPS", "build_ort_qdq", "fold_input_normalisation", "scale_groups"]
+__all__ = ["SCALE_SHARING_OPS", "adjust_ranges", "build_ort_qdq", "correct_biases", "fold_input_normalisation",
+           "ort_weight_grid", "scale_groups"]
 
 
 def scale_groups(model) -> list[list[str]]:

@@ -61,10 +61,10 @@ the masks lose as much (0.3022 / 0.3014 / 0.3009). It stays an option. Where the
 (their first convs run at P3), QLinearSigmoid + QLinearMul a fifth. Speed against onnxruntime float inference
 (``bench/latency.py --baseline``, batch 1, 640): yolo11n-pose 1.63x, yolov8n-seg 2.06x.
 
-OpenVINO target (the default). Recipe comparison (yolo11n-pose, real float weights; calibration on ../shared/coco/train2017, 256 images, seed 0
-unless stated; person box / keypoint OKS mAP50-95 on the 495 images of ../shared/coco/val2017-pose with
-``tools/eval_coco.py --engine openvino``; float 0.7666 / 0.5827; OpenVINO latency at batch 1, 640, on a 2-vCPU AMD
-EPYC with AVX-512 VNNI, relative to NNCF's file in alternating rounds):
+OpenVINO target (the default). Recipe comparison (yolo11n-pose, real float weights; calibration on
+../shared/coco/train2017, 256 images, seed 0 unless stated; person box / keypoint OKS mAP50-95 on the 495 images of
+../shared/coco/val2017-pose with ``tools/eval_coco.py --engine openvino``; float 0.7666 / 0.5827; OpenVINO latency at
+batch 1, 640, on a 2-vCPU AMD EPYC with AVX-512 VNNI, relative to NNCF's file in alternating rounds):
 
 =============================================================================  ======  ======  =========
 recipe                                                                          box     OKS    latency

@@ -62,7 +62,7 @@ class Recipe:
     weight_symmetric: bool = True
     reduce_range: bool = False  # 7-bit weights (onnxruntime target only)
     silu_clip: float | None = None  # raise SiLU input ranges' low end to -silu_clip (onnxruntime target only)
-    shared_scales: bool = False  # one range per Concat / Split / Slice / MaxPool / Resize group (onnxruntime target only)
+    shared_scales: bool = False  # one range per Concat / Split / Slice / MaxPool / Resize group (onnxruntime only)
     float_head: bool = False  # keep the convs that produce the model outputs float
     float_branches: bool = False  # keep every node that feeds exactly one model output float (the head's branches)
     float_tails: int = 2  # keep the last N convs of every keypoint / mask-coefficient branch float
