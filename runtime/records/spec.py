@@ -277,7 +277,7 @@ def _is_end2end(path: Path, metadata: Mapping[str, str], shape: Sequence[Any], t
                 kpt_shape: tuple[int, int] | None) -> bool:
     """Whether a stock ``output0`` is end-to-end, (B, max_det, 6 + extra), or one-to-many, (B, 4 + nc + extra, N):
     Ultralytics' ``end2end`` metadata key when present, else the shape; ModelError when neither tells."""
-    extra = nm if task == "segment" else (kpt_shape[0] * kpt_shape[1] if task == "pose" and kpt_shape else 0)
+    extra = {"segment": nm, "pose": kpt_shape[0] * kpt_shape[1] if kpt_shape else 0, "obb": 1}.get(task, 0)
     rows, cols = _static_dim(shape[1]), _static_dim(shape[2])
     if "end2end" in metadata:
         end2end = str(metadata["end2end"]).lower() == "true"
