@@ -109,6 +109,31 @@ def _quantized_for(src, target: str, tmp_path):
     return out
 
 
+def test_metadata_is_read_as_onnx_reads_it(tiny_detect_onnx, tiny_seg_onnx, tmp_path):
+    import onnx
+
+    from runtime.engines.onnx_metadata import read_onnx_metadata
+
+    tagged = _quantized_for(tiny_seg_onnx, "openvino", tmp_path)
+    for path in (tiny_detect_onnx, tiny_seg_onnx, tagged):
+        want = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert want and read_onnx_metadata(path) == want
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "text.onnx").write_text("not a protobuf at all")
+    (tmp_path / "cut.onnx").write_bytes(tagged.read_bytes()[:-7])  # the last metadata entry cut short
+    for bad in ("empty.onnx", "text.onnx", "cut.onnx", "missing.onnx"):
+        assert read_onnx_metadata(tmp_path / bad) == {}
+
+
+def test_choosing_the_engine_does_not_import_onnx(tiny_detect_onnx):
+    import subprocess
+
+    code = (f"import sys; from runtime import Predictor; Predictor({str(tiny_detect_onnx)!r}); "
+            "print('onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_w8a8_file_runs_on_the_engine_it_was_made_for(openvino, tiny_detect_onnx, tmp_path, caplog):
     assert Predictor(_quantized_for(tiny_detect_onnx, "openvino", tmp_path)).engine.name == "openvino"
     assert Predictor(_quantized_for(tiny_detect_onnx, "onnxruntime", tmp_path)).engine.name == "onnxruntime"

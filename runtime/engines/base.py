@@ -144,12 +144,11 @@ def engine_for_file(path: str | Path) -> str:
     """The engine to run ``path`` on when the caller names none: the engine a W8A8 file was quantized for
     (its ``quantization.target_engine`` metadata) when that engine is installed, else :data:`DEFAULT_ENGINE`
     (float files, and W8A8 files whose engine is missing: the Model then warns that they run slower)."""
-    import onnx
+    from runtime.engines.onnx_metadata import read_onnx_metadata
 
     try:
-        metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        target = json.loads(metadata.get("quantization", "{}")).get("target_engine")
-    except Exception:  # noqa: BLE001 - an unreadable file is reported by the engine that opens it
+        target = json.loads(read_onnx_metadata(path).get("quantization", "{}")).get("target_engine")
+    except (ValueError, AttributeError):  # not JSON, or not a JSON object: a file with no engine of its own
         return DEFAULT_ENGINE
     if not isinstance(target, str) or target not in ENGINES:
         return DEFAULT_ENGINE

@@ -85,13 +85,9 @@ def _metadata(model: ov.Model, path: Path) -> dict[str, str]:
     info = model.get_rt_info()
     if "framework" in info:
         return _flatten(info["framework"])
-    import onnx  # the file may simply have none; read them the slow way to be sure (about 0.5 s)
+    from runtime.engines.onnx_metadata import read_onnx_metadata
 
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - OpenVINO read it; a file onnx cannot parse has no metadata we know of
-        return {}
-    return {p.key: p.value for p in proto.metadata_props}
+    return read_onnx_metadata(path)  # the file may simply have none: read them from the file to be sure
 
 
 def _check_device(device: str) -> None:
