@@ -5,7 +5,8 @@ One place for what both writers must agree on: the output names (``box_pN``, ``c
 (Ultralytics' ``float(x) / 255`` inside the graph), the layout check and the optional onnxslim pass, and
 :func:`finish_graph`, which applies them in the one order both writers use.
 
-Only ``onnx``, ``numpy`` and ``runtime.engines`` are imported, inside functions, so importing this module stays light.
+Only ``onnx``, ``onnxruntime``, ``numpy`` and ``runtime.engines`` are imported, inside functions, so importing this
+module stays light.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ LEVEL_OUTPUTS = {
 }
 
 __all__ = [
-    "INPUT_DTYPES", "INPUT_NAME", "LAYOUT", "LAYOUT_VERSION", "LEVEL_OUTPUTS", "MAX_IR_VERSION", "PRODUCER",
-    "PROTO_NAME", "LOGITS_NAME", "check_layout", "finish_graph", "layout_metadata", "level_name",
-    "normalise_input_in_graph", "opset_of", "output_names", "prune_graph", "run_cli", "set_metadata", "shape_of",
-    "simplify_graph", "summarize", "topological_order",
+    "INPUT_DTYPES", "INPUT_NAME", "LAYOUT", "LAYOUT_VERSION", "LEVEL_OUTPUTS", "MAX_IR_VERSION", "PROBE_SEED",
+    "PRODUCER", "PROTO_NAME", "LOGITS_NAME", "check_layout", "finish_graph", "layout_metadata", "level_name",
+    "normalise_input_in_graph", "opset_of", "output_names", "probe_graph", "prune_graph", "run_cli", "set_metadata",
+    "shape_of", "simplify_graph", "summarize", "topological_order",
 ]  # fmt: skip
 
 
@@ -227,6 +228,43 @@ def simplify_graph(model_onnx, names: list[str], where: str, input_name: str = I
 def opset_of(model_onnx) -> int:
     """The model's default-domain (``ai.onnx``) opset version; 0 when it imports none."""
     return next((o.version for o in model_onnx.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+PROBE_SEED = 0  # the seeded random image graphs are probed with
+
+
+def probe_graph(model, wanted: Sequence[str], feed_shape: list[int], *, where: str,
+                error: type[Exception]) -> dict[str, Any]:
+    """Run ``model`` once with onnxruntime (no graph optimisation) on a seeded random float image of ``feed_shape``;
+    return {tensor: value} for the graph outputs, the tensors ``wanted`` and the input. ``error(where: ...)`` when
+    onnxruntime cannot run it."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from runtime.engines import first_line
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    graph_inputs = {i.name for i in probe.graph.input} | {t.name for t in probe.graph.initializer}
+    for name in wanted:
+        if name not in present and name not in graph_inputs:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+            present.add(name)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(PROBE_SEED).random(feed_shape, dtype=np.float32)
+        names = [o.name for o in sess.get_outputs()]
+        values = sess.run(names, {sess.get_inputs()[0].name: x})
+    except Exception as e:
+        raise error(f"{where}: onnxruntime cannot run the graph ({type(e).__name__}: {first_line(e)})") from e
+    out = dict(zip(names, values))
+    out[model.graph.input[0].name] = x
+    return out
 
 
 def prune_graph(model, keep_outputs: Sequence[str]) -> None:

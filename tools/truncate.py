@@ -65,6 +65,7 @@ if __package__ in (None, ""):  # `python tools/truncate.py` puts tools/ first on
 
 from tools.end2end_check import verify_end2end  # noqa: E402
 from tools.layout import (  # noqa: E402
+    probe_graph,
     prune_graph,
     INPUT_DTYPES,
     INPUT_NAME,
@@ -88,7 +89,6 @@ _REFUSED_HEADS = {"SemanticSegment": "semantic segmentation", "Depth": "depth es
                   "YOLOESegment26": "YOLOE open-vocabulary segmentation", "WorldDetect": "YOLO-World open-vocabulary",
                   "OBB26": "YOLO26 oriented boxes, not supported yet"}
 _EXTRA_KIND = {"segment": "mc", "pose": "kpt", "obb": "ang"}
-_PROBE_SEED = 0
 
 
 class TruncateError(Exception):
@@ -312,36 +312,6 @@ def _to_float32(model) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------- probe run
-def _probe(model, path: Path, wanted: Sequence[str], feed_shape: list[int]) -> dict[str, Any]:
-    """Run ``model`` once on a seeded random float image of ``feed_shape``; return {tensor: value} for the graph
-    outputs and ``wanted``."""
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    graph_inputs = {i.name for i in probe.graph.input} | {t.name for t in probe.graph.initializer}
-    for name in wanted:
-        if name not in present and name not in graph_inputs:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
-            present.add(name)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        x = np.random.default_rng(_PROBE_SEED).random(feed_shape, dtype=np.float32)
-        names = [o.name for o in sess.get_outputs()]
-        values = sess.run(names, {sess.get_inputs()[0].name: x})
-    except Exception as e:
-        raise NotAYoloHeadError(f"{path}: onnxruntime cannot run the graph ({type(e).__name__}: {_first_line(e)})") from e
-    out = dict(zip(names, values))
-    out[model.graph.input[0].name] = x
-    return out
-
-
 def _probe_candidates(g: _Graph) -> list[str]:
     """Tensors whose provenance may be defined: outputs of convs read by data-movement ops or by the graph's
     outputs, and the outputs of data-movement ops fed by them (plus the small inputs of Slice nodes)."""
@@ -962,7 +932,7 @@ def truncate(
 
     g = _Graph(model, src)
     wanted = _probe_candidates(g) + [t for t in (cut or []) if t in g.producer]
-    values = _probe(model, src, wanted, feed)
+    values = probe_graph(model, wanted, feed, where=str(src), error=NotAYoloHeadError)
     g.values = values
     g.shapes = {k: list(v.shape) for k, v in values.items()}
 

@@ -14,10 +14,9 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-from tools.layout import INPUT_NAME, LOGITS_NAME, finish_graph, prune_graph
+from tools.layout import INPUT_NAME, LOGITS_NAME, finish_graph, probe_graph, prune_graph
 
 _PASS_THROUGH = ("Identity", "Cast")
-_PROBE_SEED = 0
 VERIFY_ATOL = 1e-5
 
 
@@ -66,22 +65,9 @@ def find_logits(model, where: str, error: type[Exception]) -> str:
 def _verify(model, logits: str, feed_shape: list[int], where: str, error: type[Exception]) -> int:
     """Run the graph once with ``logits`` as an extra output; softmax(logits) must equal ``output0``. Returns nc."""
     import numpy as np
-    import onnx
-    import onnxruntime as ort
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.output.append(onnx.ValueInfoProto(name=logits))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        x = np.random.default_rng(_PROBE_SEED).random(feed_shape, dtype=np.float32)
-        probs, raw = sess.run([model.graph.output[0].name, logits], {sess.get_inputs()[0].name: x})
-    except Exception as e:
-        first = (str(e).strip() or type(e).__name__).splitlines()[0]
-        raise error(f"{where}: onnxruntime cannot run the graph ({type(e).__name__}: {first})") from e
+    values = probe_graph(model, [logits], feed_shape, where=where, error=error)
+    probs, raw = values[model.graph.output[0].name], values[logits]
     if raw.ndim != 2:
         raise error(f"{where}: the classifier's logits have shape {list(raw.shape)}, expected [batch, nc]")
     exp = np.exp(raw - raw.max(axis=1, keepdims=True))
