@@ -25,8 +25,8 @@ class Result:
     none. Oriented-box (obb) models add ``xywhr`` (n, 5) float32 rotated boxes (centre, width, height, angle
     in radians, as Ultralytics' ``Results.obb.xywhr``) and ``corners`` (n, 4, 2) float32 their corners (its
     ``xyxyxyxy``); ``xyxy`` is then their axis-aligned hull (not clipped). ``track_ids`` (n,) int64: each
-    detection's track id, on Results of ``Predictor.track`` (None elsewhere). ``names`` are all class names of the model. ``speed_ms`` holds this image's share of each
-    stage. ``frame`` says where the image came from (source, frame index, timestamp), when known.
+    detection's track id, on Results of ``Predictor.track`` (None elsewhere). ``names`` are all class names of the
+    model. ``speed_ms`` holds this image's share of each stage. ``frame`` says where the image came from (source, frame index, timestamp), when known.
     ``probs`` (nc,) float32: a classifier's softmax over all classes (None for other models, whose
     Results it leaves unchanged); a classifier's Result has no boxes, and ``top1`` / ``top5`` / ``class_names``
     read its best classes. A Result is built whole and never changed; indexing and tracking make new ones.
